@@ -1,0 +1,117 @@
+"""Layout and file formats of one run's directory, shared by the engine and the test matrix.
+
+A run directory holds:
+  .config          snapshot of the configuration the run came from
+  spec.json        the RunSpec (what was asked)
+  hparams.json     resolved hyperparameters (after AUTO, steps per epoch, ramp end ...)
+  status.json      {"state": "running"|"completed"|"failed", "reason", "step", "pid", "updated"}
+  metrics.jsonl    one JSON object per evaluation (see METRIC_FIELDS)
+  summary.json     final and best metrics, sparsity, parameters, memory, time (SUMMARY_FIELDS)
+  log.txt          human-readable log
+  best.pt last.pt  checkpoints (torch.save, loaded with weights_only=True)
+  curves.png       training curves
+
+Every JSON file is written atomically (temporary file, fsync, rename), so a kill -9 leaves
+either the old or the new file. metrics.jsonl is append-only; a torn last line is ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+DOT_CONFIG = ".config"
+SPEC = "spec.json"
+HPARAMS = "hparams.json"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LOG = "log.txt"
+BEST = "best.pt"
+LAST = "last.pt"
+CURVES = "curves.png"
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+# Keys of every metrics.jsonl line; the model's quality metric is "accuracy" (CNNs, percent)
+# or "perplexity" (GPT-2); the other one is null.
+METRIC_FIELDS = ("step", "epoch", "train_loss", "test_loss", "accuracy", "perplexity", "sparsity",
+                 "lr", "wall_time", "samples_per_s", "memory_bytes")
+
+# Top-level keys of summary.json.
+SUMMARY_FIELDS = ("run_id", "model", "optimizer", "pruning", "variant", "target_sparsity", "seed",
+                  "unequal_budget", "metric", "final", "best", "achieved_sparsity", "params", "memory",
+                  "device_peak_memory_bytes", "total_time_s", "steps", "samples_per_s")
+
+
+def write_json(path: Path | str, data) -> None:
+    """Atomically replace `path` with `data` as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path | str):
+    """Parsed JSON, or None when the file is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
+    if state not in (RUNNING, COMPLETED, FAILED):
+        raise ValueError(f"unknown run state {state!r}")
+    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "pid": os.getpid(),
+                                        "host": socket.gethostname(), "updated": time.time(), **extra})
+
+
+def read_status(run_dir: Path | str) -> dict | None:
+    status = read_json(Path(run_dir) / STATUS)
+    return status if isinstance(status, dict) and status.get("state") in (RUNNING, COMPLETED, FAILED) else None
+
+
+def append_metrics(run_dir: Path | str, record: dict) -> None:
+    line = json.dumps({key: record.get(key) for key in METRIC_FIELDS}, allow_nan=False)
+    with open(Path(run_dir) / METRICS, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_metrics(run_dir: Path | str) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line torn by a kill; the resumed run rewrites from its checkpoint
+    return records
+
+
+def truncate_metrics(run_dir: Path | str, last_step: int) -> None:
+    """Drop metric lines after `last_step` (written after the checkpoint a resume starts from)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step") is not None and r["step"] <= last_step]
+    path = Path(run_dir) / METRICS
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""Expand one Config into the list of RunSpecs of its sweep.
+
+Rules (fairness by construction):
+- AdamWPrune runs only with `state` pruning: with pruning off it is AdamW by construction
+  (tested bit for bit), and magnitude inside AdamWPrune is its own variant bitter1.
+- Every other optimizer runs with the selected `none` / `magnitude` / `movement` methods.
+- A dense run exists once per optimizer, not once per sparsity level.
+- Every run is built from the same schedule knobs, so runs of one comparison share warm-up
+  end, ramp end, frequency and shape; budgets differ only for bitter2 (flagged).
+"""
+from __future__ import annotations
+
+from lib import runspec
+from lib.config import ConfigError
+
+
+def selected_models(cfg) -> list[str]:
+    return [m for m in runspec.MODELS if cfg.get(f"MODEL_{m.upper()}")]
+
+
+def selected_optimizers(cfg) -> list[str]:
+    return [o for o in runspec.OPTIMIZERS if cfg.get(f"OPTIMIZER_{o.upper()}")]
+
+
+def selected_methods(cfg) -> list[str]:
+    return [p for p in runspec.PRUNING_METHODS if cfg.get(f"PRUNING_{p.upper()}")]
+
+
+def selected_variants(cfg) -> list[str]:
+    return [v for v in runspec.VARIANTS if cfg.get(f"ADAMWPRUNE_VARIANT_{v.upper()}")]
+
+
+def selected_sparsities(cfg) -> list[float]:
+    return [level / 100 for level in runspec.SPARSITY_LEVELS if cfg.get(f"SPARSITY_{level}")]
+
+
+def seeds(cfg) -> list[int]:
+    return [cfg.SEED + i for i in range(cfg.TEST_MATRIX_SEEDS)]
+
+
+def _points(cfg):
+    """(optimizer, method, variant, sparsity) tuples before models and seeds."""
+    sparsities = selected_sparsities(cfg)
+    for optimizer in selected_optimizers(cfg):
+        for method in selected_methods(cfg):
+            if (optimizer == "adamwprune") != (method == "state"):
+                continue
+            if method == "none":
+                yield optimizer, method, None, 0.0
+                continue
+            variants = selected_variants(cfg) if method == "state" else [None]
+            for variant in variants:
+                for sparsity in sparsities:
+                    yield optimizer, method, variant, sparsity
+
+
+def expand(cfg) -> list[runspec.RunSpec]:
+    """Every run the config asks for, in a stable order; ConfigError when there is none."""
+    models = selected_models(cfg)
+    if not models:
+        raise ConfigError("no model selected; enable one under Models in 'make menuconfig'")
+    if not selected_optimizers(cfg):
+        raise ConfigError("no optimizer selected; enable one under Optimizers in 'make menuconfig'")
+    if not selected_methods(cfg):
+        raise ConfigError("no pruning method selected (choose 'None (dense)' for dense training) "
+                          "under Pruning in 'make menuconfig'")
+    if cfg.get("PRUNING_STATE") and not selected_variants(cfg):
+        raise ConfigError("state pruning selected but no AdamWPrune variant; enable one (bitter7 is "
+                          "recommended) under Optimizers > AdamWPrune variants")
+    points = list(_points(cfg))
+    if not points:
+        raise ConfigError("the selected optimizers and pruning methods give no run: AdamWPrune runs "
+                          "only with state pruning, other optimizers only with none/magnitude/movement")
+    runs = [runspec.build(cfg, model=model, optimizer=o, pruning=p, variant=v, sparsity=s, seed=seed)
+            for model in models for (o, p, v, s) in points for seed in seeds(cfg)]
+    ids = [r.run_id for r in runs]
+    assert len(set(ids)) == len(ids), "run IDs must be unique"
+    return runs
