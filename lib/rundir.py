@@ -115,3 +115,25 @@ def truncate_metrics(run_dir: Path | str, last_step: int) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in kept)
     os.replace(tmp, path)
+
+
+def prepare(run_dir: Path | str, spec, config_file: Path | str | None) -> Path:
+    """Create a run directory with its spec.json and .config snapshot (kept if already there)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / SPEC, spec.to_dict())
+    if config_file is not None and Path(config_file).is_file():
+        shutil.copyfile(config_file, run_dir / (DOT_CONFIG + ".tmp"))
+        os.replace(run_dir / (DOT_CONFIG + ".tmp"), run_dir / DOT_CONFIG)
+    return run_dir
+
+
+def read_spec(run_dir: Path | str):
+    from lib.runspec import RunSpec
+
+    data = read_json(Path(run_dir) / SPEC)
+    if data is None:
+        raise FileNotFoundError(f"{Path(run_dir) / SPEC}: missing or unreadable run specification")
+    return RunSpec.from_dict(data)
