@@ -179,7 +179,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_dot_config(kconf: kconfiglib.Kconfig, path: Path | str = DOT_CONFIG) -> None:
     fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".config.")
     os.close(fd)
-    kconf.write_config(tmp, save_old=False, verbose=False)
+    kconf.write_config(tmp, save_old=False)
     os.replace(tmp, path)
 
 

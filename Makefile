@@ -1,0 +1,82 @@
+# knlp: kernel-style experiment builds. Every target is one or two lines calling Python;
+# the logic lives in scripts/ and lib/.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
+
+.DEFAULT_GOAL := run
+.PHONY: run deps help menuconfig list-defconfigs olddefconfig savedefconfig allnoconfig \
+	alldefconfig test test-slow test-matrix report bench bench-lenet5 bench-gpt2 \
+	prepare-gpt2-data clean mrproper
+
+run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
+	$(PY) scripts/run.py $(if $(FRESH),--fresh) $(if $(FORCE),--force)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+deps: $(STAMP) ## Create .venv from the pinned requirements (done automatically)
+
+help: ## List the targets
+	@$(PYTHON) scripts/make_help.py Makefile
+
+menuconfig: $(STAMP) ## Edit .config in a text-mode menu
+	@$(PY) scripts/kconfig.py menuconfig
+
+# One explicit rule per shipped defconfig so that shell completion offers them.
+define DEFCONFIG_RULE
+defconfig-$(1): $(STAMP)
+	@$(PY) scripts/kconfig.py defconfig $(1)
+endef
+$(foreach name,$(DEFCONFIGS),$(eval $(call DEFCONFIG_RULE,$(name))))
+
+defconfig-%: $(STAMP) # unknown names: the script names the closest ones
+	@$(PY) scripts/kconfig.py defconfig $*
+
+list-defconfigs: $(STAMP) ## List the shipped configurations
+	@$(PY) scripts/kconfig.py list
+
+olddefconfig: $(STAMP) ## Update .config to the current Kconfig tree, new options at defaults
+	@$(PY) scripts/kconfig.py olddefconfig
+
+savedefconfig: $(STAMP) ## Minimal config: to defconfigs/$(DEFCONFIG), or printed
+	@$(PY) scripts/kconfig.py savedefconfig $(DEFCONFIG)
+
+allnoconfig: $(STAMP) ## .config with every option off that can be
+	@$(PY) scripts/kconfig.py allnoconfig
+
+alldefconfig: $(STAMP) ## .config with every option at its default
+	@$(PY) scripts/kconfig.py alldefconfig
+
+test-matrix: $(STAMP) ## Run the sweep .config selects (DRY_RUN=1 plans, RERUN=failed retries)
+	$(PY) scripts/test_matrix.py $(if $(DRY_RUN),--dry-run) $(if $(RERUN),--rerun $(RERUN))
+
+report: $(STAMP) ## Tables and plots of a results directory (DIR=results/...)
+	$(PY) scripts/report.py $(DIR)
+
+prepare-gpt2-data: $(STAMP) ## Tokenize the GPT-2 training text into shards
+	$(PY) scripts/prepare_gpt2_data.py
+
+bench: $(STAMP) ## Optimizer/pruning cost vs fused AdamW (ARGS=--full for 85M weights)
+	$(PY) scripts/bench_optimizers.py $(ARGS)
+
+bench-lenet5: $(STAMP) ## LeNet-5 epoch and run time on this machine
+	$(PY) scripts/bench_lenet5.py $(ARGS)
+
+bench-gpt2: $(STAMP) ## GPT-2 training throughput on this machine
+	$(PY) scripts/bench_gpt2.py $(ARGS)
+
+test: $(STAMP) ## Run the fast test suite
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## Run every test, slow ones included
+	$(PY) -m pytest -q -m "slow or not slow"
+
+clean: ## Remove generated files (keeps .config, .venv, runs and results)
+	rm -rf config.py .pytest_cache $$(find . -name __pycache__ -not -path './$(VENV)/*')
+
+mrproper: clean ## Also remove .config and .venv (never runs/ or results/)
+	rm -rf .config .config.old $(VENV)
