@@ -105,7 +105,7 @@ def load_kconfig(config_file: Path | str, *, drop_unknown: bool = False) -> kcon
         if "undefined symbol" in warning:
             continue  # reported below with a suggestion
         text = re.sub(r"^.*?warning: ", "", warning)
-        named = re.search(r"\b(?:for|symbol) ([A-Z0-9_]+)", text)
+        named = re.search(r"\b(?:for|symbol) ([A-Z0-9_]+)", text) or re.match(r"([A-Z0-9_]+) \(defined", text)
         where = f"{path}:{lines.get(named.group(1), '?')}: {PREFIX}{named.group(1)}: " if named else f"{path}: "
         problems.append(where + text)
     for name, _value in kconf.missing_syms:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import kconfiglib  # noqa: E402
+
 from lib import config  # noqa: E402
 
 
@@ -80,7 +82,7 @@ def savedefconfig(name: str | None) -> None:
 def allnoconfig() -> None:
     kconf = config.new_kconfig()
     for sym in kconf.unique_defined_syms:
-        if sym.orig_type in (1, 2):  # BOOL, TRISTATE
+        if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
             sym.set_value(0)
     _finish(kconf, "every option off that can be")
 
