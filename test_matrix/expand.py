@@ -76,3 +76,48 @@ def expand(cfg) -> list[runspec.RunSpec]:
     ids = [r.run_id for r in runs]
     assert len(set(ids)) == len(ids), "run IDs must be unique"
     return runs
+
+
+def config_id(spec) -> str:
+    """The configuration a run belongs to: its run ID without the seed (seeds aggregate)."""
+    return spec.run_id.rsplit("-seed", 1)[0]
+
+
+def schedule_of(spec) -> dict:
+    """What must be equal across the pruned runs of one comparison (SPEC: one schedule)."""
+    return {"prune_warmup": spec.prune_warmup, "prune_ramp_end": spec.prune_ramp_end,
+            "prune_frequency": spec.prune_frequency, "prune_shape": spec.prune_shape}
+
+
+def budget_of(spec) -> dict:
+    """What must be equal across every run of one model: steps, batch and LR schedule.
+
+    budget_factor is left out on purpose: it is the one allowed (flagged) difference.
+    """
+    return {"epochs": spec.epochs, "max_iters": spec.max_iters, "batch": spec.batch,
+            "lr_schedule": spec.lr_schedule, "time_budget_s": spec.runtime.get("time_budget_s")}
+
+
+def fairness_problems(runs) -> list[str]:
+    """Why the runs would not form fair comparisons; empty when they do.
+
+    Pruned runs of one model share the schedule; all runs of one model share the budget;
+    only the variants in runspec.UNEQUAL_BUDGET may scale their budget, and they are
+    flagged through RunSpec.unequal_budget.
+    """
+    problems = []
+    by_model: dict[str, list] = {}
+    for run in runs:
+        by_model.setdefault(run.model, []).append(run)
+    for model, group in by_model.items():
+        pruned = [r for r in group if r.pruning != "none"]
+        for label, runs_of, key in (("pruning schedule", pruned, schedule_of), ("budget", group, budget_of)):
+            if runs_of and any(key(r) != key(runs_of[0]) for r in runs_of):
+                odd = next(r for r in runs_of if key(r) != key(runs_of[0]))
+                problems.append(f"{model}: {odd.run_id} has a different {label} than {runs_of[0].run_id}")
+        for run in group:
+            allowed = runspec.UNEQUAL_BUDGET.get(run.variant, 1.0)
+            if run.budget_factor != allowed:
+                problems.append(f"{run.run_id}: budget factor {run.budget_factor} (only "
+                                f"{', '.join(runspec.UNEQUAL_BUDGET)} may differ from 1)")
+    return problems

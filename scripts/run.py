@@ -1,0 +1,40 @@
+"""make: train what .config selects: one run in the foreground, or the whole test matrix.
+
+Exit status: 0 success, 1 a run failed, 2 bad input.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # project root, as for the other scripts
+
+from lib import config as lib_config  # noqa: E402
+from test_matrix import single, sweep  # noqa: E402
+from test_matrix.expand import expand  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fresh", action="store_true", help="single run: start over, ignoring its checkpoints")
+    parser.add_argument("--force", action="store_true", help="single run: run again even if it completed")
+    args = parser.parse_args(argv)
+    try:
+        cfg = lib_config.load()
+        runs = expand(cfg)
+        if len(runs) == 1:
+            flags = [f for f, on in (("--fresh", args.fresh), ("--force", args.force)) if on]
+            return single.run(cfg, runs[0], flags=flags)
+        if args.fresh or args.force:
+            raise sweep.SweepRefused("FRESH/FORCE apply to single runs; a sweep keeps its finished runs. To start "
+                                     "a sweep over, set another TEST_MATRIX_RESULTS_DIR")
+        return sweep.run(cfg)
+    except (lib_config.ConfigError, sweep.SweepRefused) as exc:
+        print(f"make: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("make: interrupted; finished runs are kept, 'make' again resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

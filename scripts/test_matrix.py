@@ -1,0 +1,35 @@
+"""make test-matrix [DRY_RUN=1] [RERUN=failed]: run (or plan) the sweep .config asks for.
+
+Exit status: 0 every run completed, 1 some run failed or was left unfinished, 2 bad input.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+# This file is named like the test_matrix package; put the project root first so that
+# `import test_matrix` finds the package, not this script.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from lib import config as lib_config  # noqa: E402
+from test_matrix import sweep  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and estimated time; run nothing")
+    parser.add_argument("--rerun", metavar="WHICH", help="'failed': rerun only the failed runs")
+    args = parser.parse_args(argv)
+    try:
+        cfg = lib_config.load()
+        return sweep.run(cfg, rerun=args.rerun, dry_run=args.dry_run)
+    except (lib_config.ConfigError, sweep.SweepRefused) as exc:
+        print(f"test-matrix: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("test-matrix: interrupted; finished runs are kept, 'make test-matrix' resumes the rest",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

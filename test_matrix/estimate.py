@@ -1,0 +1,66 @@
+"""Expected run times from finished runs (their summary.json), for plans and ETAs.
+
+A pending run is matched with the most similar finished run: the same spec apart from
+the seed, else the same model, budget and pruning method, else the same model and
+budget. Times measured with a different thread split are only a guide; the plan says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+from lib import rundir
+from test_matrix import plan as plan_file
+
+_IGNORED = ("seed", "run_id")
+
+
+def _same_spec(spec: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in spec.items() if k not in _IGNORED))
+
+
+def _same_budget(spec: dict) -> tuple:
+    return (spec.get("model"), spec.get("epochs"), spec.get("max_iters"), spec.get("budget_factor"),
+            repr(spec.get("batch")), repr(spec.get("model_options")), repr(spec.get("runtime")))
+
+
+_TIERS = (_same_spec, lambda s: _same_budget(s) + (s.get("pruning"),), _same_budget)
+
+
+def history(dirs) -> list[tuple[dict, float]]:
+    """(spec dict, seconds) of every completed run under the given results/output directories."""
+    found = []
+    for root in dirs:
+        for run in plan_file.run_dirs(root):
+            status = rundir.read_status(run)
+            summary = rundir.read_json(run / rundir.SUMMARY)
+            spec = rundir.read_json(run / rundir.SPEC)
+            if (status or {}).get("state") != rundir.COMPLETED or not isinstance(summary, dict):
+                continue
+            seconds = summary.get("total_time_s")
+            if isinstance(seconds, (int, float)) and seconds > 0 and isinstance(spec, dict):
+                found.append((spec, float(seconds)))
+    return found
+
+
+def estimates(specs: dict[str, dict], past: list[tuple[dict, float]]) -> dict[str, float]:
+    """run_id -> expected seconds, for the runs some past run resembles."""
+    tables = [{} for _ in _TIERS]
+    for spec, seconds in past:
+        for table, key in zip(tables, _TIERS):
+            table.setdefault(key(spec), []).append(seconds)
+    result = {}
+    for run_id, spec in specs.items():
+        for table, key in zip(tables, _TIERS):
+            if key(spec) in table:
+                result[run_id] = mean(table[key(spec)])
+                break
+    return result
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """Wall time of running the durations on `slots` workers, longest first (LPT)."""
+    loads = [0.0] * max(1, slots)
+    for seconds in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += seconds
+    return max(loads)

@@ -1,0 +1,158 @@
+"""Plots of a sweep (PNG, matplotlib without a display).
+
+- metric_vs_sparsity.png: final metric vs target sparsity per method, error bars = std over
+  seeds; dense runs as dashed horizontal lines (they have no sparsity axis).
+- curves-<model>.png: test metric and training loss vs optimizer step per configuration,
+  mean over seeds.
+- memory.png: optimizer state and pruning buffers per method, from the runs' accounting.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def memory_columns(table: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
+    """(optimizer state bytes, pruning buffer bytes, total x weights) columns of the table."""
+    columns = [c for c in table.columns if c.startswith("memory.")]
+
+    def pick(*words, avoid=()):
+        for column in columns:
+            name = column.lower()
+            if all(w in name for w in words) and not any(a in name for a in avoid):
+                return column
+        return None
+
+    optimizer = pick("optim", "bytes") or pick("state", "bytes", avoid=("x",))
+    buffers = pick("prun", "bytes") or pick("buffer", "bytes") or pick("mask", "bytes")
+    ratio = pick("total", "x") or pick("ratio") or pick("multiple")
+    return optimizer, buffers, ratio
+
+
+def _save(fig, path: Path) -> None:
+    """Write the PNG under a temporary name first: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def method_label(row) -> str:
+    if row["variant"]:
+        return f"{row['optimizer']} {row['variant']}"
+    return f"{row['optimizer']} {'dense' if row['pruning'] == 'none' else row['pruning']}"
+
+
+def _finite(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def metric_vs_sparsity(table: pd.DataFrame, path: Path) -> Path | None:
+    models = list(dict.fromkeys(table["model"]))
+    if table.empty or not table["final_mean"].notna().any():
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = table[(table["model"] == model) & table["final_mean"].notna()]
+        metric = rows["metric"].iloc[0] if len(rows) else "accuracy"
+        pruned = rows[rows["pruning"] != "none"]
+        methods = list(pruned.groupby(pruned.apply(method_label, axis=1), sort=False)) if len(pruned) else []
+        for index, (label, group) in enumerate(methods):
+            group = group.sort_values("target_sparsity")
+            # Nudge methods apart sideways so error bars at one sparsity do not hide each other.
+            dodge = 0.4 * (index - (len(methods) - 1) / 2)
+            ax.errorbar(group["target_sparsity"] + dodge, group["final_mean"], yerr=group["final_std"].fillna(0),
+                        marker="o", capsize=3, label=label)
+        for _, row in rows[rows["pruning"] == "none"].iterrows():
+            ax.axhline(row["final_mean"], linestyle="--", linewidth=1, label=f"{row['optimizer']} dense")
+        ax.set_title(model)
+        ax.set_xlabel("target sparsity (%)")
+        ax.set_ylabel(f"final {metric}")
+        if metric == "perplexity":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def curves(runs, path_for_model) -> list[Path]:
+    """One figure per model: test metric and train loss vs step, one line per configuration."""
+    made = []
+    by_model: dict[str, list] = {}
+    for run in runs:
+        if run.metrics:
+            by_model.setdefault(run.spec.get("model"), []).append(run)
+    for model, model_runs in by_model.items():
+        records = pd.DataFrame([dict(m, config=r.config_id) for r in model_runs for m in r.metrics])
+        if records.empty or "step" not in records:
+            continue
+        metric = "perplexity" if model == "gpt2" else "accuracy"
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for config, group in records.groupby("config", sort=False):
+            mean = group.groupby("step")[[c for c in (metric, "train_loss") if c in group]].mean(numeric_only=True)
+            if metric in mean:
+                left.plot(mean.index, mean[metric], label=config)
+            if "train_loss" in mean:
+                right.plot(mean.index, mean["train_loss"], label=config)
+        left.set(title=f"{model}: test {metric} (mean over seeds)", xlabel="optimizer step", ylabel=metric)
+        right.set(title=f"{model}: training loss", xlabel="optimizer step", ylabel="train loss")
+        if metric == "perplexity":
+            left.set_yscale("log")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+        left.legend(fontsize=7)
+        fig.tight_layout()
+        path = path_for_model(model)
+        _save(fig, path)
+        made.append(path)
+    return made
+
+
+def memory(table: pd.DataFrame, path: Path) -> Path | None:
+    optimizer, buffers, _ratio = memory_columns(table)
+    if not optimizer and not buffers:
+        return None
+    rows = table[[c for c in (optimizer, buffers) if c]].notna().any(axis=1)
+    rows = table[rows]
+    if rows.empty:
+        return None
+    # Memory does not depend on the seed and barely on sparsity: one bar per model and method.
+    labels = rows.apply(lambda r: f"{r['model']}\n{method_label(r)}", axis=1)
+    grouped = rows.assign(label=labels).groupby("label", sort=False)
+    largest = max(float(rows[c].max()) for c in (optimizer, buffers) if c)
+    unit, scale = next((u, s) for u, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
+                       if largest >= s or s == 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * grouped.ngroups), 4.5))
+    bottom = None
+    for column, name in ((optimizer, "optimizer state"), (buffers, "pruning buffers")):
+        if not column:
+            continue
+        values = grouped[column].mean().fillna(0) / scale
+        ax.bar(values.index, values.values, bottom=bottom, label=name)
+        bottom = values.values if bottom is None else bottom + values.values
+    ax.set_ylabel(unit)
+    ax.set_title("Optimizer and pruning memory per method (run accounting)")
+    ax.legend()
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def make_all(table: pd.DataFrame, runs, plot_dir: Path) -> list[Path]:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    if not table.empty:
+        made.append(metric_vs_sparsity(table, plot_dir / "metric_vs_sparsity.png"))
+    made += curves(runs, lambda model: plot_dir / f"curves-{model}.png")
+    if not table.empty:
+        made.append(memory(table, plot_dir / "memory.png"))
+    return [p for p in made if p is not None]

@@ -1,0 +1,210 @@
+"""A sweep: expand the config, check the results directory, run what is left, report.
+
+Re-running the same sweep is always safe: completed runs are skipped, interrupted ones
+resume through the engine, failed ones wait for `--rerun failed`. Nothing is decided
+from log text; every state comes from the runs' status.json (test_matrix.state).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+from lib import config as lib_config
+from lib import rundir
+from test_matrix import estimate, plan as plan_file, state as run_state
+from test_matrix.executor import Executor, Job, default_command
+from test_matrix.expand import config_id, expand, fairness_problems
+from test_matrix.lock import Busy, SweepLock
+from test_matrix.progress import Progress, fmt_duration
+
+RERUN_CHOICES = ("failed",)
+
+
+class SweepRefused(Exception):
+    """Bad input or a results directory the sweep must not touch; one line says why and what to do."""
+
+
+def resolve(path: str | Path) -> Path:
+    """Config paths are relative to the project root, where .config lives."""
+    path = Path(path)
+    return path if path.is_absolute() else lib_config.ROOT / path
+
+
+def results_dir_of(cfg) -> Path:
+    return resolve(cfg.TEST_MATRIX_RESULTS_DIR)
+
+
+def detect_gpus(runs) -> list[str]:
+    """GPU ids to hand out, one per run; empty when the runs are for the CPU or none exists."""
+    if all(r.runtime.get("device") == "cpu" for r in runs):
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch build with CUDA: the CPU it is
+        return []
+
+
+def check(cfg, results_dir: Path):
+    """The runs and their specs, after refusing unfair expansions and stale directories."""
+    runs = expand(cfg)
+    problems = fairness_problems(runs)
+    if problems:
+        raise SweepRefused(f"the expansion is not a fair comparison ({problems[0]}); this is a bug in "
+                           "test_matrix/expand.py, please report it")
+    specs = {r.run_id: plan_file.spec_json(r) for r in runs}
+    stale = plan_file.stale_runs(results_dir, specs)
+    if stale:
+        run_id, why = stale[0]
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        raise SweepRefused(f"{results_dir}/{run_id}{more} came from a different config ({why}); set another "
+                           "TEST_MATRIX_RESULTS_DIR, or delete those run directories to redo them")
+    return runs, specs
+
+
+def _schedule_lines(runs) -> list[str]:
+    lines = []
+    for model in dict.fromkeys(r.model for r in runs):
+        group = [r for r in runs if r.model == model]
+        first = group[0]
+        budget = f"{first.epochs} epochs" if first.epochs else f"{first.max_iters} iterations"
+        pruned = [r for r in group if r.pruning != "none"]
+        if pruned:
+            p = pruned[0]
+            ramp = f"step {p.prune_ramp_end}" if p.prune_ramp_end else "3/4 of the run"
+            lines.append(f"{model}: budget {budget}; every pruned run: warm-up {p.prune_warmup} steps, ramp end "
+                         f"{ramp}, masks every {p.prune_frequency} steps, {p.prune_shape}, {p.prune_scope}")
+        else:
+            lines.append(f"{model}: budget {budget}; dense only")
+        for r in group:
+            if r.unequal_budget and r.seed == first.seed:
+                lines.append(f"  unequal budget (flagged in the report): {config_id(r)} trains x{r.budget_factor} steps")
+    return lines
+
+
+def print_plan(runs, states, executor: Executor, est: dict[str, float], results_dir: Path, todo, out) -> None:
+    configs = len({config_id(r) for r in runs})
+    print(f"Test matrix: {len(runs)} runs ({configs} configurations x {len(runs) // max(configs, 1)} seeds) "
+          f"-> {results_dir}", file=out)
+    for line in _schedule_lines(runs):
+        print(f"  {line}", file=out)
+    print(f"  executor: {executor.describe(len(todo))}; per-run timeout "
+          f"{fmt_duration(executor.timeout_s) if executor.timeout_s else 'none'}", file=out)
+    width = max(len(r.run_id) for r in runs)
+    for r in runs:
+        state, reason = states[r.run_id]
+        guess = f"~{fmt_duration(est[r.run_id])}" if r.run_id in est and r in todo else ""
+        note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING) else ""
+        print(f"  {r.run_id:<{width}}  {state:<11} {guess}{note}", file=out)
+    known = [est[r.run_id] for r in todo if r.run_id in est]
+    if not todo:
+        print("Estimated time: nothing to run.", file=out)
+    elif not known:
+        print(f"Estimated time: unknown ({len(todo)} runs to do, no finished run of this kind yet).", file=out)
+    else:
+        missing = len(todo) - len(known)
+        total = estimate.makespan(known, min(executor.slots, len(todo)))
+        print(f"Estimated time: {'at least ' if missing else ''}~{fmt_duration(total)} for {len(todo)} runs "
+              f"(from past runs{f'; {missing} without an estimate' if missing else ''}; runs that share the "
+              "CPU differently may take longer).", file=out)
+
+
+def _to_run(runs, states, rerun: str | None):
+    """The runs to launch now, with their launch flags."""
+    todo = []
+    for r in runs:
+        state, reason = states[r.run_id]
+        if rerun == "failed":
+            if state == run_state.FAILED:
+                # Start a failed run over, except a timeout, which may go on from its checkpoint.
+                todo.append((r, [] if "timed out" in (reason or "") else ["--fresh"]))
+        elif state in (run_state.PENDING, run_state.INTERRUPTED):
+            todo.append((r, []))
+    return todo
+
+
+def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_run: bool = False,
+        command=default_command, gpus: list[str] | None = None, cores: int | None = None,
+        make_report: bool = True, out=None, bar: bool | None = None) -> int:
+    """Run the sweep `cfg` asks for. 0: every run completed; 1: some failed or were left undone.
+
+    Raises SweepRefused (and lib.config.ConfigError) for bad input; nothing is touched then.
+    """
+    out = out or sys.stdout
+    if rerun is not None and rerun not in RERUN_CHOICES:
+        raise SweepRefused(f"RERUN={rerun} is not understood; use RERUN=failed to rerun the failed runs")
+    results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
+    runs, specs = check(cfg, results_dir)
+    gpus = detect_gpus(runs) if gpus is None else gpus
+    executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
+                        command=command, cores=cores, cwd=lib_config.ROOT)
+    states = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+    todo = _to_run(runs, states, rerun)
+    est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
+    if dry_run:
+        print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
+        print("Dry run: nothing was run or written.", file=out)
+        return 0
+    try:
+        lock = SweepLock(results_dir).acquire()
+    except Busy as exc:
+        raise SweepRefused(str(exc)) from None
+    previous_term = _term_as_interrupt()
+    try:
+        # Under the lock, states are final: nobody else can be writing these directories.
+        runs, specs = check(cfg, results_dir)
+        states = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+        todo = _to_run(runs, states, rerun)
+        plan_file.write_plan(results_dir, cfg, runs)
+        print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
+        for spec, _flags in todo:
+            rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))
+        jobs = [Job(r.run_id, plan_file.run_dir(results_dir, r.run_id), flags, max(1, int(r.batch.get("ddp_nproc") or 1)))
+                for r, flags in todo]
+        counts = Counter(state for state, _ in states.values())
+        skipped_failed = counts[run_state.FAILED] if rerun != "failed" else 0
+        progress = Progress(len(runs), counts[run_state.COMPLETED], skipped_failed, min(executor.slots, max(len(jobs), 1)),
+                            {r.run_id: est[r.run_id] for r, _ in todo if r.run_id in est}, stream=out, bar=bar)
+        progress.queue(j.run_id for j in jobs)
+        executor.on_event = progress
+        try:
+            executor.run(jobs)
+        finally:
+            progress.close()
+        final = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        lock.release()
+    return _conclude(final, results_dir, cfg, make_report, out)
+
+
+def _term_as_interrupt():
+    """Make SIGTERM behave like Ctrl-C so the runs' process groups are stopped too."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _conclude(final: dict, results_dir: Path, cfg, make_report: bool, out) -> int:
+    counts = Counter(state for state, _ in final.values())
+    failed = sorted(run_id for run_id, (state, _) in final.items() if state == run_state.FAILED)
+    undone = sorted(run_id for run_id, (state, _) in final.items() if state not in (run_state.COMPLETED, run_state.FAILED))
+    print(f"Sweep: {counts[run_state.COMPLETED]} of {len(final)} runs completed, {len(failed)} failed"
+          + (f", {len(undone)} not finished ({', '.join(undone)})" if undone else "") + ".", file=out)
+    for run_id in failed:
+        print(f"  failed: {run_id}: {final[run_id][1]}", file=out)
+    if failed:
+        print("Rerun only the failed runs with: make test-matrix RERUN=failed", file=out)
+    if make_report:
+        from test_matrix import report
+        try:
+            report.build(results_dir, current_cfg=cfg, out=out)
+        except Exception as exc:  # the runs are safe on disk; the report can be redone alone
+            print(f"report failed ({type(exc).__name__}: {exc}); retry with: make report DIR={results_dir}", file=out)
+    return 1 if failed or undone else 0
