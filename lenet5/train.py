@@ -1,0 +1,29 @@
+"""LeNet-5 on MNIST: builds the model and the data, the shared engine does the rest.
+
+    python -m lib.launch --run-dir DIR      (what make runs)
+    python lenet5/train.py --run-dir DIR    (the same)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lenet5 import data  # noqa: E402
+from lenet5.model import LeNet5  # noqa: E402
+from lib.image_data import ImageClassificationTask  # noqa: E402
+
+
+def build_task(spec, ctx) -> ImageClassificationTask:
+    dataset = spec.model_options.get("dataset", "mnist")
+    (train_x, train_y, test_x, test_y), info = data.load(dataset, ctx.data_dir, ctx.download, ctx.device)
+    return ImageClassificationTask(LeNet5(), train_x, train_y, test_x, test_y, mean=data.MEAN, std=data.STD,
+                                   augment=False, info=info)
+
+
+if __name__ == "__main__":
+    from lib.launch import main
+
+    sys.exit(main())

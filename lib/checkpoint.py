@@ -1,0 +1,71 @@
+"""Atomic checkpoint files (best.pt, last.pt) that a resume can trust.
+
+A checkpoint is written to a temporary file in the same directory, flushed, fsynced and
+renamed over the old one, then the directory is fsynced: a kill -9 at any moment leaves
+either the complete old file or the complete new one, plus at worst a stray
+`.last.pt.*` temporary that nothing reads (and the next run removes).
+
+Loading uses torch.load(weights_only=True), so a checkpoint can hold tensors, numbers,
+strings, lists and dicts only. Every problem is a CheckpointError whose message names
+the file and says how to start fresh.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+FRESH_HINT = "start over with 'make FRESH=1' (python -m lib.launch --run-dir DIR --fresh), which moves the old files aside"
+
+
+class CheckpointError(Exception):
+    """Unreadable or incompatible checkpoint; one line naming the file and the fix."""
+
+
+def save(path: Path | str, payload: dict) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: Path | str, *, map_location="cpu", required: tuple[str, ...] = ()) -> dict:
+    """The checkpoint's dict; CheckpointError when it cannot be trusted."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # truncated zip, pickle error, disallowed type ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({reason[:160]}); {FRESH_HINT}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not a knlp checkpoint of format {FORMAT} (found {found!r}); {FRESH_HINT}")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}; {FRESH_HINT}")
+    return payload
+
+
+def remove_stale_temporaries(run_dir: Path | str) -> None:
+    """Delete temporaries of checkpoints that a killed run left behind."""
+    for name in ("best.pt", "last.pt"):
+        for stray in Path(run_dir).glob(f".{name}.*"):
+            stray.unlink(missing_ok=True)

@@ -1,0 +1,273 @@
+"""Run one prepared run directory:  python -m lib.launch --run-dir DIR [--fresh] [--force]
+
+DIR holds spec.json (+ .config) from lib.rundir.prepare(). The model's train.py
+(lenet5/, resnet/, gpt2/ by spec.model) builds the task; lib/engine.py trains it.
+
+  exit 0  completed (or already completed: skipped with one line; --force runs it again)
+  exit 1  the run failed; status.json says why (NaN loss, crash, interrupt, dead DDP rank)
+  exit 2  bad input or configuration (missing dataset, unusable checkpoint, bad values)
+
+Running it again on an interrupted or failed run resumes from last.pt. --fresh moves
+the run's old outputs into DIR/.old-TIMESTAMP/ and starts over (needed after a config
+change, or when last.pt is corrupt). With spec.batch["ddp_nproc"] != 1 it re-executes
+itself under `torchrun --standalone` (0 = one process per GPU); only rank 0 writes the
+run's files, and a failing rank is reported with its rank and reason. KNLP_NUM_THREADS
+sets torch's CPU threads per process (the sweep executor sets it for parallel runs).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python lenet5/train.py` starts with lenet5/ on the path
+    sys.path.insert(0, str(ROOT))
+
+from lib import rundir  # noqa: E402
+from lib.checkpoint import CheckpointError  # noqa: E402
+from lib.task import BadInput, RunContext  # noqa: E402
+
+PACKAGES = {"lenet5": "lenet5", "resnet18": "resnet", "resnet50": "resnet", "gpt2": "gpt2"}
+RANK_TAG = "KNLP-RANK-FAILURE "
+KEEP = {rundir.SPEC, rundir.DOT_CONFIG, ".lock"}
+
+
+def _say(line: str, err: bool = False) -> None:
+    print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path):
+    """Exclusive lock on the run directory, so two processes never train one run."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move every output of earlier attempts into run_dir/.old-TIMESTAMP/; None if there was none."""
+    old = [p for p in run_dir.iterdir() if p.name not in KEEP and not p.name.startswith(".old-")]
+    if not old:
+        return None
+    dest = run_dir / f".old-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    dest.mkdir()
+    for path in old:
+        shutil.move(str(path), dest / path.name)
+    return dest
+
+
+def resolve_nproc(spec) -> int:
+    import torch
+
+    wanted = spec.batch.get("ddp_nproc", 1)
+    if not isinstance(wanted, int) or wanted < 0:
+        raise BadInput(f"CONFIG_DDP_NPROC must be 0 or more, got {wanted!r}")
+    on_gpu = spec.runtime.get("device") != "cpu" and torch.cuda.is_available()
+    gpus = torch.cuda.device_count() if on_gpu else 0
+    if wanted == 0:
+        return max(gpus, 1)
+    if on_gpu and wanted > gpus:
+        raise BadInput(f"CONFIG_DDP_NPROC={wanted} but this machine has {gpus} GPU(s); set it to at most {gpus}, "
+                       "or 0 for one process per GPU")
+    return wanted
+
+
+def _threads(world: int) -> int:
+    env = os.environ.get("KNLP_NUM_THREADS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise BadInput(f"KNLP_NUM_THREADS={env!r} must be a positive integer")
+        return value
+    return max(1, (os.cpu_count() or 1) // world)
+
+
+def _data_dir(spec) -> Path:
+    path = Path(spec.runtime.get("data_dir") or "data").expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: int = 0,
+           stop_at_step: int | None = None, progress: bool | None = None) -> int:
+    """Train in this process (one rank of a DDP job when world > 1); returns the exit code."""
+    import torch
+    import torch.distributed as dist
+
+    from lib.device import resolve_device
+    from lib.engine import Trainer
+    from lib.runlog import RunLog
+    from lib.seeding import seed_everything
+
+    log = RunLog(run_dir, enabled=rank == 0)
+    trainer = None
+    try:
+        torch.set_num_threads(_threads(world))
+        device, _ = resolve_device(spec.runtime.get("device", "auto"), local_rank)
+        if world > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=30))
+        if spec.model not in PACKAGES:
+            raise BadInput(f"unknown model {spec.model!r} in {run_dir / rundir.SPEC}; "
+                           f"choose one of {', '.join(PACKAGES)}")
+        ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=_data_dir(spec),
+                         download=bool(spec.runtime.get("download")), seed=spec.seed, log=log)
+        seed_everything(spec.seed)
+        build_task = importlib.import_module(f"{PACKAGES[spec.model]}.train").build_task
+        if world > 1 and rank != 0:
+            dist.barrier()  # rank 0 builds first, so a download happens once
+        task = build_task(spec, ctx)
+        if world > 1 and rank == 0:
+            dist.barrier()
+        trainer = Trainer(task, spec, run_dir, ctx, log=log, stop_at_step=stop_at_step, progress=progress)
+        return trainer.run()
+    except (BadInput, CheckpointError) as err:
+        return _report(run_dir, rank, world, str(err), 2, trainer, err=True)
+    except KeyboardInterrupt:
+        return _report(run_dir, rank, world, "interrupted before training started", 1, trainer)
+    except Exception as err:  # a crash: record it, keep the traceback in log.txt
+        if rank == 0:
+            log("".join(traceback.format_exception(err)).rstrip())
+        return _report(run_dir, rank, world, _first_line(err), 1, trainer)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, trainer, err: bool = False) -> int:
+    step = getattr(trainer, "done", None)
+    if rank == 0:
+        rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=code)
+        _say(f"error: {reason}" if code == 2 else f"run failed: {reason}", err=True)
+    if world > 1:
+        _say(RANK_TAG + json.dumps({"rank": rank, "step": step, "reason": reason, "exit_code": code}), err=True)
+    return code
+
+
+def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
+    """Run the job under torchrun; afterwards make sure status.json names a failing rank."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS=str(_threads(nproc)), KNLP_PROGRESS="1" if (progress if progress is not None
+                                                                          else sys.stderr.isatty()) else "0")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "lib.launch", "--run-dir", str(run_dir.resolve()), "--worker"]
+    _say(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc}")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    reports, tail = [], []
+    for line in proc.stderr:
+        if line.startswith(RANK_TAG):
+            try:
+                reports.append(json.loads(line[len(RANK_TAG):]))
+            except ValueError:
+                pass
+            continue
+        tail = (tail + [line])[-200:]
+        sys.stderr.write(line)
+    code = proc.wait()
+    if code == 0:
+        return 0
+    status = rundir.read_status(run_dir)
+    if reports:
+        # The first report in the stream is the rank that broke; the others usually fail because of it.
+        first = reports[0]
+        reason, exit_code, step = f"rank {first['rank']}: {first['reason']}", first.get("exit_code", 1), first.get("step")
+        if first["rank"] == 0 and status is not None and status["state"] == rundir.FAILED:
+            return exit_code  # rank 0 recorded its own failure
+    else:
+        text = "".join(tail)
+        ranks = re.findall(r"rank\s*:\s*(\d+)", text)
+        codes = re.findall(r"exitcode\s*:\s*(-?\d+)", text)
+        who = f"rank {ranks[0]}" if ranks else "a DDP process"
+        how = f"exit code {codes[0]}" if codes else f"torchrun exit code {code}"
+        reason, exit_code, step = f"{who} died without a report ({how})", 1, None
+    if step is None and status is not None:
+        step = status.get("step")
+    rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=exit_code)
+    _say(f"run failed: {reason}", err=True)
+    return exit_code
+
+
+def run(run_dir: Path | str, fresh: bool = False, force: bool = False, *, stop_at_step: int | None = None,
+        progress: bool | None = None) -> int:
+    """Run (or resume, or skip) one run directory in this process; returns the exit code."""
+    run_dir = Path(run_dir)
+    try:
+        spec = rundir.read_spec(run_dir)
+    except FileNotFoundError as err:
+        _say(f"error: {err}; create the run with 'make' (scripts/run.py) first", err=True)
+        return 2
+    except (TypeError, ValueError) as err:
+        _say(f"error: {run_dir / rundir.SPEC}: not a valid run specification ({_first_line(err)}); "
+             "recreate it with 'make'", err=True)
+        return 2
+    with _lock(run_dir) as locked:
+        if not locked:
+            holder = (rundir.read_status(run_dir) or {}).get("pid", "?")
+            _say(f"error: {run_dir} is being trained by another process (pid {holder}); wait for it or stop it",
+                 err=True)
+            return 2
+        status = rundir.read_status(run_dir)
+        completed = status is not None and status["state"] == rundir.COMPLETED
+        if completed and not (force or fresh):
+            _say(f"{spec.run_id}: already completed, skipping (--force to run it again)")
+            return 0
+        if fresh or completed:
+            moved = move_aside(run_dir)
+            if moved is not None:
+                _say(f"{spec.run_id}: old outputs moved to {moved}")
+        try:
+            nproc = resolve_nproc(spec)
+        except BadInput as err:
+            return _report(run_dir, 0, 1, str(err), 2, None)
+        if nproc > 1:
+            return _spawn(run_dir, spec, nproc, progress)
+        return worker(run_dir, spec, stop_at_step=stop_at_step, progress=progress)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path, help="directory with spec.json (from lib.rundir.prepare)")
+    parser.add_argument("--fresh", action="store_true", help="move old outputs aside and start over")
+    parser.add_argument("--force", action="store_true", help="run again even when already completed")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by the torchrun re-exec
+    args = parser.parse_args(argv)
+    if args.worker:
+        spec = rundir.read_spec(args.run_dir)
+        progress = {"1": True, "0": False}.get(os.environ.get("KNLP_PROGRESS", ""))
+        return worker(args.run_dir, spec, rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]),
+                      local_rank=int(os.environ["LOCAL_RANK"]), progress=progress)
+    return run(args.run_dir, fresh=args.fresh, force=args.force)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
