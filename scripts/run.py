@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # project root, as for the other scripts
+
+if __name__ == "__main__":
+    # Run as a script, sys.path[0] is scripts/, where test_matrix.py would shadow the
+    # test_matrix package: look in the project root instead.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from lib import config as lib_config  # noqa: E402
 from test_matrix import single, sweep  # noqa: E402

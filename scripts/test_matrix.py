@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-# This file is named like the test_matrix package; put the project root first so that
-# `import test_matrix` finds the package, not this script.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    # Run as a script, sys.path[0] is scripts/, where test_matrix.py would shadow the
+    # test_matrix package: look in the project root instead.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from lib import config as lib_config  # noqa: E402
 from test_matrix import sweep  # noqa: E402

@@ -6,7 +6,7 @@ budget. Times measured with a different thread split are only a guide; the plan 
 """
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from statistics import mean
 
 from lib import rundir
@@ -15,16 +15,20 @@ from test_matrix import plan as plan_file
 _IGNORED = ("seed", "run_id")
 
 
-def _same_spec(spec: dict) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in spec.items() if k not in _IGNORED))
+def _key(value) -> str:
+    return json.dumps(value, sort_keys=True)  # spec.json is written with sorted keys
 
 
-def _same_budget(spec: dict) -> tuple:
-    return (spec.get("model"), spec.get("epochs"), spec.get("max_iters"), spec.get("budget_factor"),
-            repr(spec.get("batch")), repr(spec.get("model_options")), repr(spec.get("runtime")))
+def _same_spec(spec: dict) -> str:
+    return _key({k: v for k, v in spec.items() if k not in _IGNORED})
 
 
-_TIERS = (_same_spec, lambda s: _same_budget(s) + (s.get("pruning"),), _same_budget)
+def _same_budget(spec: dict) -> str:
+    return _key([spec.get(k) for k in ("model", "epochs", "max_iters", "budget_factor", "batch",
+                                       "model_options", "runtime")])
+
+
+_TIERS = (_same_spec, lambda s: _same_budget(s) + str(s.get("pruning")), _same_budget)
 
 
 def history(dirs) -> list[tuple[dict, float]]:

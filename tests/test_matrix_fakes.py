@@ -1,0 +1,108 @@
+"""Helpers for the test-matrix tests: configs written like defconfigs, and a fake engine.
+
+The fake engine stands in for `python -m lib.launch --run-dir DIR [--fresh]` with the same
+contract (status.json, metrics.jsonl, hparams.json, summary.json, exit 0/1/2, resume from
+its checkpoint) but trains nothing, so sweeps can be tested in seconds. Behaviour comes
+from the run's own spec (an SGD learning rate >= 1000 "diverges") or from environment
+variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_HANG (never ends).
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from lib import config as lib_config
+
+FAKE_ENGINE = textwrap.dedent('''
+    import json, os, sys, time
+    sys.path.insert(0, ROOT)
+    from lib import rundir
+
+    run_dir = sys.argv[1]
+    fresh = "--fresh" in sys.argv[2:]
+    spec = rundir.read_json(os.path.join(run_dir, "spec.json"))
+    run_id = spec["run_id"]
+    with open(os.path.join(run_dir, "launches.txt"), "a") as f:
+        f.write(" ".join(sys.argv[2:]) + "\\n")
+    status = rundir.read_status(run_dir) or {}
+    if status.get("state") == "completed" and not fresh:
+        sys.exit(0)
+    ckpt = os.path.join(run_dir, "last.json")
+    start = 0
+    if os.path.exists(ckpt) and not fresh:
+        start = rundir.read_json(ckpt)["step"]
+    if fresh:
+        open(os.path.join(run_dir, "metrics.jsonl"), "w").close()
+    else:
+        rundir.truncate_metrics(run_dir, start)  # lines written after the checkpoint are redone
+    resumed_from = start
+    rundir.write_status(run_dir, "running", step=start)
+    steps = int(os.environ.get("FAKE_STEPS", "5"))
+    delay = float(os.environ.get("FAKE_STEP_S", "0.01"))
+    if os.environ.get("FAKE_CRASH") == run_id:
+        os._exit(3)
+    if os.environ.get("FAKE_HANG") == run_id:
+        time.sleep(3600)
+    started = time.time()
+    for step in range(start + 1, steps + 1):
+        time.sleep(delay)
+        if spec["optimizer_args"]["lr"] >= 1000 and step == 2:
+            rundir.write_status(run_dir, "failed", reason=f"loss is NaN at step {step}", step=step)
+            sys.exit(1)
+        acc = 50 + 8 * step + spec["seed"]
+        rundir.append_metrics(run_dir, {"step": step, "accuracy": acc, "train_loss": 1.0 / step,
+                                        "sparsity": spec["sparsity"] * step / steps})
+        rundir.write_json(ckpt, {"step": step})
+        rundir.write_status(run_dir, "running", step=step)
+    rundir.write_json(os.path.join(run_dir, "hparams.json"), {
+        "warmup_end": spec["prune_warmup"], "ramp_end": 4, "frequency": spec["prune_frequency"],
+        "total_steps": round(steps * spec["budget_factor"]), "batch": 64, "grad_acc": 1, "world_size": 1,
+        "lr": spec["optimizer_args"]["lr"]})
+    rundir.write_json(os.path.join(run_dir, "summary.json"), {
+        "run_id": run_id, "metric": "accuracy", "final": 50 + 8 * steps + spec["seed"],
+        "best": 50 + 8 * steps + spec["seed"] + 0.5, "achieved_sparsity": spec["sparsity"],
+        "total_time_s": time.time() - started, "steps": steps,
+        "memory": {"optimizer_state_bytes": 8000, "pruning_buffers_bytes": 125},
+        "fake": {"resumed_from": resumed_from, "threads": os.environ.get("KNLP_NUM_THREADS"),
+                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+                 "start": started, "end": time.time()}})
+    rundir.write_status(run_dir, "completed", step=steps)
+''')
+
+
+def fake_engine(tmp_path: Path):
+    """A `command(run_dir, flags)` for Executor/sweep.run that runs the fake engine."""
+    script = tmp_path / "fake_engine.py"
+    script.write_text(f"ROOT = {str(lib_config.ROOT)!r}\n" + FAKE_ENGINE)
+
+    def command(run_dir, flags):
+        return [sys.executable, str(script), str(run_dir), *flags]
+    return command
+
+
+def write_config(tmp_path: Path, text: str, name: str = "test.config") -> lib_config.Config:
+    """Load a defconfig-style text through the one loader, with results under tmp_path."""
+    path = tmp_path / name
+    path.write_text("".join(line.strip() + "\n" for line in text.splitlines() if line.strip())
+                    + f'CONFIG_TEST_MATRIX_RESULTS_DIR="{tmp_path / "results"}"\n'
+                    + f'CONFIG_OUTPUT_DIR="{tmp_path / "runs"}"\n')
+    return lib_config.load(path)
+
+
+def launches(run_dir: Path) -> list[str]:
+    """The flags of every launch of a run by the fake engine, in order."""
+    path = Path(run_dir) / "launches.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# The LeNet-5 comparison of the README, small enough for tests: 4 configurations x 2 seeds.
+LENET_COMPARE = """
+    CONFIG_DEVICE_CPU=y
+    CONFIG_OPTIMIZER_ADAMWPRUNE=y
+    CONFIG_PRUNING_NONE=y
+    CONFIG_PRUNING_MAGNITUDE=y
+    CONFIG_PRUNING_MOVEMENT=y
+    CONFIG_TEST_MATRIX_SEEDS=2
+    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+"""

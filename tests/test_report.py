@@ -1,0 +1,158 @@
+"""The report: numbers equal a hand computation from the runs' summary.json files."""
+import functools
+import importlib.util
+import io
+import json
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from lib import config as lib_config
+from lib import rundir
+from test_matrix import plan as plan_file, report
+from test_matrix.expand import config_id, expand
+from test_matrix_fakes import LENET_COMPARE, write_config
+
+LOAD = lib_config.load  # the real loader, before tests point it at their own files
+
+# final accuracy of each run by configuration, per seed (None: that seed failed)
+FINAL = {"lenet5-adamw-none": [98.0, 99.0], "lenet5-adamw-magnitude-s90": [97.1, 96.5],
+         "lenet5-adamw-movement-s90": [95.0, 96.2], "lenet5-adamwprune-bitter7-state-s90": [97.7, None]}
+
+
+def make_results(tmp_path, text=LENET_COMPARE):
+    """A results directory written by hand: plan, specs, statuses, summaries, metrics."""
+    cfg = write_config(tmp_path, text)
+    results = tmp_path / "results"
+    runs = expand(cfg)
+    plan_file.write_plan(results, cfg, runs)
+    for run in runs:
+        run_dir = rundir.prepare(results / run.run_id, run, None)
+        final = FINAL.get(config_id(run), [90.0, 91.0])[run.seed - 1]
+        if final is None:
+            rundir.write_status(run_dir, rundir.FAILED, reason="loss is NaN at step 40")
+            continue
+        for step in (10, 20):
+            rundir.append_metrics(run_dir, {"step": step, "accuracy": final - 20 / step, "train_loss": 1 / step})
+        rundir.write_json(run_dir / rundir.HPARAMS, {"warmup_end": 100, "ramp_end": 300, "frequency": 50,
+                                                     "total_steps": 400, "batch": 64, "grad_acc": 1, "world_size": 1})
+        rundir.write_json(run_dir / rundir.SUMMARY, {
+            "run_id": run.run_id, "metric": "accuracy", "final": final, "best": final + 0.25 * run.seed,
+            "achieved_sparsity": run.sparsity - 0.001 * run.seed, "total_time_s": 30.0 + run.seed,
+            "memory": {"optimizer_state_bytes": 1000 * (3 if run.pruning == "movement" else 2),
+                       "pruning_buffers_bytes": 125 if run.pruning != "none" else 0}})
+        rundir.write_status(run_dir, rundir.COMPLETED)
+    return cfg, results
+
+
+def build(results, cfg=None):
+    out = io.StringIO()
+    report.build(results, current_cfg=cfg, out=out)
+    return out.getvalue()
+
+
+def test_table_equals_hand_computation_from_summaries(tmp_path):
+    cfg, results = make_results(tmp_path)
+    text = build(results, cfg)
+    table = pd.read_csv(results / "summary.csv").set_index("config")
+    for config in FINAL:
+        summaries = [rundir.read_json(d / "summary.json") for d in sorted(results.glob(config + "-seed*"))
+                     if (d / "summary.json").exists()]
+        finals = [s["final"] for s in summaries]
+        row = table.loc[config]
+        assert row["n"] == len(finals)
+        assert row["final_mean"] == pytest.approx(statistics.mean(finals))
+        assert row["best_mean"] == pytest.approx(statistics.mean(s["best"] for s in summaries))
+        assert row["achieved_sparsity_mean"] == pytest.approx(100 * statistics.mean(s["achieved_sparsity"] for s in summaries))
+        assert row["total_time_s_mean"] == pytest.approx(statistics.mean(s["total_time_s"] for s in summaries))
+        assert row["memory.optimizer_state_bytes"] == summaries[0]["memory"]["optimizer_state_bytes"]
+        if len(finals) > 1:
+            assert row["final_std"] == pytest.approx(statistics.stdev(finals))
+        else:
+            assert math.isnan(row["final_std"])
+    assert table.loc["lenet5-adamwprune-bitter7-state-s90", "failed"] == 1
+    markdown = (results / "report.md").read_text()
+    assert "98.50 ± 0.71" in markdown and "98.50 ± 0.71" in text
+    assert "| lenet5-adamwprune-bitter7-state-s90 " in markdown and "1 failed" in markdown
+    assert "loss is NaN at step 40" in markdown
+    per_run = pd.read_csv(results / "runs.csv")
+    assert len(per_run) == 8 and set(per_run["state"]) == {"completed", "failed"}
+
+
+def test_plots_are_written_and_linked(tmp_path):
+    _cfg, results = make_results(tmp_path)
+    build(results)
+    markdown = (results / "report.md").read_text()
+    for name in ("metric_vs_sparsity.png", "curves-lenet5.png", "memory.png"):
+        assert (results / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(plots/{name})" in markdown
+
+
+def test_runs_of_an_older_config_are_named_not_mixed(tmp_path):
+    cfg, results = make_results(tmp_path)
+    # a leftover run the plan does not know, and one whose spec changed since
+    stray = results / "lenet5-adamw-none-seed9"
+    stray.mkdir()
+    spec = rundir.read_json(results / "lenet5-adamw-none-seed1" / "spec.json")
+    rundir.write_json(stray / "spec.json", dict(spec, seed=9, run_id=stray.name))
+    rundir.write_json(stray / "summary.json", {"metric": "accuracy", "final": 10.0, "best": 10.0})
+    rundir.write_status(stray, rundir.COMPLETED)
+    changed = results / "lenet5-adamw-magnitude-s90-seed2" / "spec.json"
+    old = rundir.read_json(changed)
+    rundir.write_json(changed, dict(old, optimizer_args=dict(old["optimizer_args"], lr=0.5)))
+    text = build(results, cfg.replace(LENET5_LEARNING_RATE=0.002))
+    table = pd.read_csv(results / "summary.csv").set_index("config")
+    assert table.loc["lenet5-adamw-none", "final_mean"] == pytest.approx(98.5)  # the stray 10.0 is not in it
+    assert table.loc["lenet5-adamw-magnitude-s90", "n"] == 1
+    markdown = (results / "report.md").read_text()
+    assert "lenet5-adamw-none-seed9`: not in this directory's plan" in markdown
+    assert "lenet5-adamw-magnitude-s90-seed2`: made with another config (optimizer_args.lr" in markdown
+    assert "the current .config asks for a different matrix" in markdown and "left out: lenet5-adamw-none-seed9" in text
+
+
+def test_unfair_schedules_and_unequal_budgets_are_flagged(tmp_path):
+    cfg, results = make_results(tmp_path, LENET_COMPARE + "CONFIG_ADAMWPRUNE_VARIANT_BITTER2=y")
+    hparams = results / "lenet5-adamw-movement-s90-seed1" / "hparams.json"
+    rundir.write_json(hparams, dict(rundir.read_json(hparams), ramp_end=3000))
+    build(results)
+    markdown = (results / "report.md").read_text()
+    assert "UNFAIR lenet5: runs do not share one pruning schedule" in markdown and "ramp_end=3000" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| lenet5-adamwprune-bitter2-state-s90 "))
+    assert "unequal budget" in row
+    assert pd.read_csv(results / "summary.csv").set_index("config").loc[
+        "lenet5-adamwprune-bitter2-state-s90", "unequal_budget"]
+
+
+def test_a_directory_without_a_plan_reports_every_run(tmp_path):
+    _cfg, results = make_results(tmp_path)
+    (results / "matrix.json").unlink()
+    text = build(results)
+    assert "no matrix.json here" in text and len(pd.read_csv(results / "runs.csv")) == 8
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"knlp_script_{name}", lib_config.ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_script_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    script = load_script("report")
+    assert script.main([str(tmp_path / "nowhere")]) == 2
+    assert "no such results directory" in capsys.readouterr().err
+    monkeypatch.setattr(script.lib_config, "load", functools.partial(LOAD, tmp_path / ".config"))
+    assert script.main([]) == 2
+    err = capsys.readouterr().err
+    assert "make defconfig-NAME" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_script_writes_the_report(tmp_path, monkeypatch, capsys):
+    _cfg, results = make_results(tmp_path)
+    script = load_script("report")
+    monkeypatch.setattr(script.lib_config, "load", functools.partial(LOAD, tmp_path / ".config"))
+    assert script.main([str(results)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert json.loads((results / "matrix.json").read_text())["version"] == 1
