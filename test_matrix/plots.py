@@ -19,20 +19,14 @@ import pandas as pd  # noqa: E402
 
 
 def memory_columns(table: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
-    """(optimizer state bytes, pruning buffer bytes, total x weights) columns of the table."""
-    columns = [c for c in table.columns if c.startswith("memory.")]
+    """(optimizer state bytes, pruning buffer bytes, state+pruning per weight byte) columns.
 
-    def pick(*words, avoid=()):
-        for column in columns:
-            name = column.lower()
-            if all(w in name for w in words) and not any(a in name for a in avoid):
-                return column
-        return None
-
-    optimizer = pick("optim", "bytes") or pick("state", "bytes", avoid=("x",))
-    buffers = pick("prun", "bytes") or pick("buffer", "bytes") or pick("mask", "bytes")
-    ratio = pick("total", "x") or pick("ratio") or pick("multiple")
-    return optimizer, buffers, ratio
+    The engine's summary.json holds memory = {weights, state, pruning, transient_peak,
+    <key>_ratio, state_plus_pruning_ratio} from the optimizer's own accounting.
+    """
+    present = set(table.columns)
+    pick = lambda name: name if name in present else None  # noqa: E731
+    return pick("memory.state"), pick("memory.pruning"), pick("memory.state_plus_pruning_ratio")
 
 
 def _save(fig, path: Path) -> None:

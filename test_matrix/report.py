@@ -91,7 +91,9 @@ def aggregate(per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def _effective_batch(hparams: dict):
-    parts = [hparams.get(k) for k in ("batch", "grad_acc", "world_size")]
+    if isinstance(hparams.get("effective_batch"), int):
+        return hparams["effective_batch"]
+    parts = [hparams.get(k) for k in ("batch_size", "grad_acc", "world_size")]
     return math.prod(parts) if all(isinstance(p, int) for p in parts) else None
 
 
@@ -152,14 +154,14 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                  f"final {metric}": _pm(row["final_mean"], row["final_std"], 2),
                  f"best {metric}": _pm(row["best_mean"], row["best_std"], 2),
                  "sparsity %": _pm(row["achieved_sparsity_mean"], row["achieved_sparsity_std"], 1),
-                 "time": _pm(row["total_time_s_mean"], row["total_time_s_std"], 0) + " s"}
+                 "time (s)": _pm(row["total_time_s_mean"], row["total_time_s_std"], 0)}
         if opt_col:
             shown["optimizer state"] = _bytes(row[opt_col])
         if buf_col:
             shown["pruning buffers"] = _bytes(row[buf_col])
         if ratio_col:
             ratio = row[ratio_col]
-            shown["memory x weights"] = "-" if math.isnan(ratio) else f"{ratio:.2f}x"
+            shown["state+pruning / weights"] = "-" if math.isnan(ratio) else f"{ratio:.2f}x"
         shown["notes"] = ", ".join(flags)
         rows.append(shown)
     return pd.DataFrame(rows)

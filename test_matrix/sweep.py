@@ -115,6 +115,14 @@ def print_plan(runs, states, executor: Executor, est: dict[str, float], results_
               "CPU differently may take longer).", file=out)
 
 
+def gpus_needed(spec, gpus: list[str]) -> int:
+    """GPUs one run occupies: its DDP process count (0 = every GPU), else one."""
+    nproc = spec.batch.get("ddp_nproc")
+    if nproc == 0:
+        return max(1, len(gpus))
+    return max(1, int(nproc or 1))
+
+
 def _to_run(runs, states, rerun: str | None):
     """The runs to launch now, with their launch flags."""
     todo = []
@@ -122,8 +130,10 @@ def _to_run(runs, states, rerun: str | None):
         state, reason = states[r.run_id]
         if rerun == "failed":
             if state == run_state.FAILED:
-                # Start a failed run over, except a timeout, which may go on from its checkpoint.
-                todo.append((r, [] if "timed out" in (reason or "") else ["--fresh"]))
+                # Start a failed run over (the engine moves its old outputs aside), except one
+                # that was cut short, which goes on from its checkpoint.
+                cut_short = any(word in (reason or "") for word in ("timed out", "interrupted"))
+                todo.append((r, [] if cut_short else ["--fresh"]))
         elif state in (run_state.PENDING, run_state.INTERRUPTED):
             todo.append((r, []))
     return todo
@@ -165,7 +175,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
         for spec, _flags in todo:
             rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))
-        jobs = [Job(r.run_id, plan_file.run_dir(results_dir, r.run_id), flags, max(1, int(r.batch.get("ddp_nproc") or 1)))
+        jobs = [Job(r.run_id, plan_file.run_dir(results_dir, r.run_id), flags, gpus_needed(r, gpus))
                 for r, flags in todo]
         counts = Counter(state for state, _ in states.values())
         skipped_failed = counts[run_state.FAILED] if rerun != "failed" else 0

@@ -57,13 +57,15 @@ FAKE_ENGINE = textwrap.dedent('''
         rundir.write_status(run_dir, "running", step=step)
     rundir.write_json(os.path.join(run_dir, "hparams.json"), {
         "warmup_end": spec["prune_warmup"], "ramp_end": 4, "frequency": spec["prune_frequency"],
-        "total_steps": round(steps * spec["budget_factor"]), "batch": 64, "grad_acc": 1, "world_size": 1,
-        "lr": spec["optimizer_args"]["lr"]})
+        "total_steps": round(steps * spec["budget_factor"]), "batch_size": 64, "grad_acc": 1, "world_size": 1,
+        "effective_batch": 64, "lr": spec["optimizer_args"]["lr"]})
+    final = 50 + 8 * steps + spec["seed"]
     rundir.write_json(os.path.join(run_dir, "summary.json"), {
-        "run_id": run_id, "metric": "accuracy", "final": 50 + 8 * steps + spec["seed"],
-        "best": 50 + 8 * steps + spec["seed"] + 0.5, "achieved_sparsity": spec["sparsity"],
+        "run_id": run_id, "metric": "accuracy", "final": {"step": steps, "accuracy": final, "test_loss": 0.1},
+        "best": {"step": steps, "accuracy": final + 0.5, "test_loss": 0.1}, "achieved_sparsity": spec["sparsity"],
         "total_time_s": time.time() - started, "steps": steps,
-        "memory": {"optimizer_state_bytes": 8000, "pruning_buffers_bytes": 125},
+        "memory": {"weights": 4000, "state": 8000, "pruning": 125, "state_ratio": 2.0,
+                   "state_plus_pruning_ratio": 2.03125},
         "fake": {"resumed_from": resumed_from, "threads": os.environ.get("KNLP_NUM_THREADS"),
                  "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
                  "start": started, "end": time.time()}})

@@ -37,12 +37,15 @@ def make_results(tmp_path, text=LENET_COMPARE):
         for step in (10, 20):
             rundir.append_metrics(run_dir, {"step": step, "accuracy": final - 20 / step, "train_loss": 1 / step})
         rundir.write_json(run_dir / rundir.HPARAMS, {"warmup_end": 100, "ramp_end": 300, "frequency": 50,
-                                                     "total_steps": 400, "batch": 64, "grad_acc": 1, "world_size": 1})
-        rundir.write_json(run_dir / rundir.SUMMARY, {
-            "run_id": run.run_id, "metric": "accuracy", "final": final, "best": final + 0.25 * run.seed,
-            "achieved_sparsity": run.sparsity - 0.001 * run.seed, "total_time_s": 30.0 + run.seed,
-            "memory": {"optimizer_state_bytes": 1000 * (3 if run.pruning == "movement" else 2),
-                       "pruning_buffers_bytes": 125 if run.pruning != "none" else 0}})
+                                                     "total_steps": 400, "batch_size": 64, "grad_acc": 1,
+                                                     "world_size": 1, "effective_batch": 64})
+        state, pruning = 2000, (1000 if run.pruning == "movement" else 0 if run.pruning == "none" else 125)
+        rundir.write_json(run_dir / rundir.SUMMARY, {  # the engine's format (lib/engine.py _summary)
+            "run_id": run.run_id, "metric": "accuracy", "final": {"step": 20, "accuracy": final, "test_loss": 0.2},
+            "best": {"step": 10, "accuracy": final + 0.25 * run.seed, "test_loss": 0.1},
+            "achieved_sparsity": run.sparsity * (1 - 0.001 * run.seed), "total_time_s": 30.0 + run.seed,
+            "memory": {"weights": 1000, "state": state, "pruning": pruning, "transient_peak": 400,
+                       "state_ratio": state / 1000, "state_plus_pruning_ratio": (state + pruning) / 1000}})
         rundir.write_status(run_dir, rundir.COMPLETED)
     return cfg, results
 
@@ -60,14 +63,15 @@ def test_table_equals_hand_computation_from_summaries(tmp_path):
     for config in FINAL:
         summaries = [rundir.read_json(d / "summary.json") for d in sorted(results.glob(config + "-seed*"))
                      if (d / "summary.json").exists()]
-        finals = [s["final"] for s in summaries]
+        finals = [s["final"]["accuracy"] for s in summaries]
         row = table.loc[config]
         assert row["n"] == len(finals)
         assert row["final_mean"] == pytest.approx(statistics.mean(finals))
-        assert row["best_mean"] == pytest.approx(statistics.mean(s["best"] for s in summaries))
+        assert row["best_mean"] == pytest.approx(statistics.mean(s["best"]["accuracy"] for s in summaries))
         assert row["achieved_sparsity_mean"] == pytest.approx(100 * statistics.mean(s["achieved_sparsity"] for s in summaries))
         assert row["total_time_s_mean"] == pytest.approx(statistics.mean(s["total_time_s"] for s in summaries))
-        assert row["memory.optimizer_state_bytes"] == summaries[0]["memory"]["optimizer_state_bytes"]
+        assert row["memory.state"] == summaries[0]["memory"]["state"]
+        assert row["memory.state_plus_pruning_ratio"] == pytest.approx(summaries[0]["memory"]["state_plus_pruning_ratio"])
         if len(finals) > 1:
             assert row["final_std"] == pytest.approx(statistics.stdev(finals))
         else:
@@ -75,6 +79,8 @@ def test_table_equals_hand_computation_from_summaries(tmp_path):
     assert table.loc["lenet5-adamwprune-bitter7-state-s90", "failed"] == 1
     markdown = (results / "report.md").read_text()
     assert "98.50 ± 0.71" in markdown and "98.50 ± 0.71" in text
+    movement = next(line for line in markdown.splitlines() if line.startswith("| lenet5-adamw-movement-s90 "))
+    assert "| 2.0 KiB " in movement and "| 1000 B " in movement and "| 3.00x " in movement
     assert "| lenet5-adamwprune-bitter7-state-s90 " in markdown and "1 failed" in markdown
     assert "loss is NaN at step 40" in markdown
     per_run = pd.read_csv(results / "runs.csv")
@@ -97,7 +103,8 @@ def test_runs_of_an_older_config_are_named_not_mixed(tmp_path):
     stray.mkdir()
     spec = rundir.read_json(results / "lenet5-adamw-none-seed1" / "spec.json")
     rundir.write_json(stray / "spec.json", dict(spec, seed=9, run_id=stray.name))
-    rundir.write_json(stray / "summary.json", {"metric": "accuracy", "final": 10.0, "best": 10.0})
+    rundir.write_json(stray / "summary.json", {"metric": "accuracy", "final": {"accuracy": 10.0},
+                                               "best": {"accuracy": 10.0}})
     rundir.write_status(stray, rundir.COMPLETED)
     changed = results / "lenet5-adamw-magnitude-s90-seed2" / "spec.json"
     old = rundir.read_json(changed)
