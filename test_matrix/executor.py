@@ -92,7 +92,7 @@ def _record_failure(run_dir: Path, reason: str) -> None:
 
 
 class Executor:
-    """Runs Jobs; `on_event(kind, job, outcome)` is called with kind "start" or "finish"."""
+    """Runs Jobs; `on_event(kind, job, outcome)` is called with kind "start", "finish" or "tick"."""
 
     def __init__(self, *, jobs: int = 1, gpus: list[str] | None = None, timeout_s: float = 0,
                  command: Callable[[Path, list[str]], list[str]] = default_command,
@@ -174,7 +174,11 @@ class Executor:
                     gpus = [free_gpus.pop(0) for _ in range(need)]
                     job.run_dir.mkdir(parents=True, exist_ok=True)
                     handle = open(job.run_dir / OUTPUT, "ab")
-                    proc = subprocess.Popen(self.command(job.run_dir, job.flags), stdout=handle,
+                    command = self.command(job.run_dir, job.flags)
+                    # Appended across launches (resumes): a header keeps the attempts apart.
+                    handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+                    handle.flush()
+                    proc = subprocess.Popen(command, stdout=handle,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=self._env(threads, gpus), cwd=self.cwd,
                                             start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
@@ -189,6 +193,7 @@ class Executor:
                         del running[pid]
                         finish(job, proc, started, gpus, handle, timed_out=True)
                 if running:
+                    self.on_event("tick", None, None)  # lets the progress bar move between events
                     time.sleep(self.poll_s)
         except BaseException:
             # Ctrl-C or SIGTERM: stop the runs as abruptly as kill -9 would. Their status

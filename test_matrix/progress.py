@@ -69,9 +69,14 @@ class Progress:
                 f"ETA {fmt_duration(self.eta())}")
 
     def _refresh(self) -> None:
+        self._refreshed = time.time()
         self.bar.set_postfix_str(self._postfix(), refresh=True)
 
-    def __call__(self, kind: str, job: Job, outcome: Outcome | None) -> None:
+    def __call__(self, kind: str, job: Job | None, outcome: Outcome | None) -> None:
+        if kind == "tick":
+            if time.time() - self._refreshed >= 1.0:
+                self._refresh()
+            return
         if kind == "start":
             self.started[job.run_id] = time.time()
             self._refresh()
