@@ -1,0 +1,220 @@
+"""Where a pruning mask lives, and the three things every method does with it.
+
+Two representations, one interface (`sink_dead`, `prune`, `mask_grads`):
+
+* StateMask, for the Adam family: a pruned position has exp_avg_sq = +inf (and
+  max_exp_avg_sq with AMSGrad) and weight 0. Adam's own update there is
+  m_hat / (sqrt(inf) + eps) = 0 and decay keeps 0 at 0, so torch's fused step needs no
+  extra pass and the mask costs no memory at all (SPEC, "Masks").
+* BitMask, for optimizers without a second moment (SGD): 1 bit per weight, packed in
+  uint8, allocated at the first prune. Gradients are zeroed at pruned positions before
+  each step and the optimizer state there is zeroed when a weight is pruned, so the
+  update is exactly zero.
+
+Positions are flat indices in the tensors' memory order (`flat`); optimizer state made
+with torch.zeros_like(p, memory_format=preserve_format) shares that order.
+"""
+from __future__ import annotations
+
+import torch
+
+INF = float("inf")
+_BIT = None  # [1, 2, 4, ..., 128] per device, built on first use
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of `t` in memory order (contiguous or dense permuted, e.g. channels_last)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    dims = sorted(range(t.dim()), key=lambda d: t.stride(d))
+    expect = 1
+    for d in dims:
+        if t.size(d) != 1 and t.stride(d) != expect:
+            raise ValueError(f"tensor of shape {tuple(t.shape)} with strides {t.stride()} has gaps or "
+                             "overlaps; make the parameter contiguous before creating the optimizer")
+        expect *= t.size(d)
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def _bit_weights(device) -> torch.Tensor:
+    global _BIT
+    if _BIT is None or _BIT.device != device:
+        _BIT = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
+    return _BIT
+
+
+def pack_bits(b: torch.Tensor) -> torch.Tensor:
+    """bool[n] -> uint8[ceil(n/8)], element i in bit (i % 8) of byte i // 8."""
+    n = b.numel()
+    pad = (-n) % 8
+    u = b.to(torch.uint8)
+    if pad:
+        u = torch.cat([u, u.new_zeros(pad)])
+    return u.view(-1, 8).mul_(_bit_weights(b.device)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
+    """uint8[ceil(n/8)] -> bool[n] (inverse of pack_bits)."""
+    return bits.unsqueeze(1).bitwise_and(_bit_weights(bits.device)).ne(0).view(-1)[:n]
+
+
+def _sink_nan(key: torch.Tensor) -> torch.Tensor:
+    # NaN (a pruned position's 0*inf, or a diverged weight) sorts below every live score
+    return key.nan_to_num_(nan=-INF, posinf=INF, neginf=-INF)
+
+
+class StateMask:
+    """Pruned = exp_avg_sq is +inf. No storage of its own."""
+
+    kind = "state"
+
+    def __init__(self, optimizer, params):
+        self.opt = optimizer
+        self.params = params
+
+    def _group(self, p):
+        for g in self.opt.param_groups:
+            if any(q is p for q in g["params"]):
+                return g
+        raise ValueError("a prunable weight is in no parameter group of the optimizer")
+
+    def prepare(self):
+        """Give every prunable weight Adam state (as torch would at its first step), so a
+        weight that never had a gradient can still carry its mask."""
+        for p in self.params:
+            st = self.opt.state[p]
+            if len(st) == 0:
+                g = self._group(p)
+                scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                if g.get("fused", False):
+                    st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                elif g.get("capturable", False):
+                    st["step"] = torch.zeros((), dtype=scalar, device=p.device)
+                else:
+                    st["step"] = torch.tensor(0.0, dtype=scalar)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if g.get("amsgrad", False):
+                    st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _v(self, j):
+        st = self.opt.state.get(self.params[j])
+        return None if not st or "exp_avg_sq" not in st else flat(st["exp_avg_sq"])
+
+    def sink_dead(self, j, a, b, key):
+        v = self._v(j)
+        if v is not None:
+            key.add_(v[a:b].mul(0.0))  # 0 * inf = NaN at pruned positions, 0 elsewhere
+        return _sink_nan(key)
+
+    def sink_dead_at(self, j, idx, key):
+        v = self._v(j)
+        if v is not None:
+            key.add_(v[idx].mul(0.0))
+        return _sink_nan(key)
+
+    def prune(self, j, a, b, pb):
+        p = self.params[j]
+        st = self.opt.state[p]
+        flat(st["exp_avg_sq"])[a:b].masked_fill_(pb, INF)
+        if "max_exp_avg_sq" in st:
+            flat(st["max_exp_avg_sq"])[a:b].masked_fill_(pb, INF)
+        flat(p.data)[a:b].masked_fill_(pb, 0.0)
+
+    def dead_mask(self, j):
+        v = self._v(j)
+        return None if v is None else torch.isinf(v)
+
+    def mask_grads(self, dead_counts):
+        """Zero the gradients at pruned positions. Adam's update needs no such pass (the
+        inf does it); gradient-norm clipping does, so pruned positions stay out of the norm."""
+        for j, p in enumerate(self.params):
+            if dead_counts[j] and p.grad is not None:
+                flat(p.grad).masked_fill_(self.dead_mask(j), 0.0)
+
+    def count_dead(self, j) -> int:
+        d = self.dead_mask(j)
+        return 0 if d is None else int(torch.count_nonzero(d))
+
+    def persistent_bytes(self) -> int:
+        return 0
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, sd):
+        pass
+
+
+class BitMask:
+    """Pruned = bit set in a packed uint8 array per weight (1 bit per weight)."""
+
+    kind = "bits"
+
+    def __init__(self, optimizer, params):
+        self.opt = optimizer
+        self.params = params
+        self.bits = [None] * len(params)
+
+    def prepare(self):
+        pass
+
+    def _dead(self, j, a, b):
+        return unpack_bits(self.bits[j][a // 8:(b + 7) // 8], b - a)
+
+    def sink_dead(self, j, a, b, key):
+        if self.bits[j] is not None:
+            key.masked_fill_(self._dead(j, a, b), -INF)
+        return _sink_nan(key)
+
+    def sink_dead_at(self, j, idx, key):
+        if self.bits[j] is not None:
+            byte = self.bits[j][idx >> 3].long()
+            key.masked_fill_(byte.bitwise_right_shift(idx & 7).bitwise_and_(1).bool(), -INF)
+        return _sink_nan(key)
+
+    def prune(self, j, a, b, pb):
+        p = self.params[j]
+        if self.bits[j] is None:
+            self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
+        if a % 8:
+            raise ValueError("mask chunks must start at a multiple of 8 elements")
+        self.bits[j][a // 8:(b + 7) // 8].bitwise_or_(pack_bits(pb))
+        flat(p.data)[a:b].masked_fill_(pb, 0.0)
+        for s in self.opt.state.get(p, {}).values():
+            if torch.is_tensor(s) and s.shape == p.shape:  # momentum etc.: zero, so the update is zero
+                flat(s)[a:b].masked_fill_(pb, 0.0)
+
+    def dead_mask(self, j):
+        return None if self.bits[j] is None else self._dead(j, 0, self.params[j].numel())
+
+    def mask_grads(self, dead_counts):
+        for j, p in enumerate(self.params):
+            if dead_counts[j] and p.grad is not None:
+                flat(p.grad).masked_fill_(self.dead_mask(j), 0.0)
+
+    def count_dead(self, j) -> int:
+        d = self.dead_mask(j)
+        return 0 if d is None else int(torch.count_nonzero(d))
+
+    def persistent_bytes(self) -> int:
+        return sum(b.numel() for b in self.bits if b is not None)
+
+    def state_dict(self):
+        return {"bits": [None if b is None else b.clone() for b in self.bits]}
+
+    def load_state_dict(self, sd):
+        bits = sd.get("bits")
+        if not isinstance(bits, list) or len(bits) != len(self.params):
+            raise ValueError("pruning state holds masks for a different set of prunable weights; "
+                             "load a checkpoint of the same model")
+        for j, (p, b) in enumerate(zip(self.params, bits)):
+            if b is not None and b.numel() != (p.numel() + 7) // 8:
+                raise ValueError(f"mask {j} has {b.numel()} bytes, expected {(p.numel() + 7) // 8}; "
+                                 "load a checkpoint of the same model")
+            self.bits[j] = None if b is None else b.to(device=p.device, dtype=torch.uint8).clone()
+
+
+def representation(optimizer, params):
+    """StateMask when the optimizer keeps Adam's second moment, else BitMask."""
+    return StateMask(optimizer, params) if isinstance(optimizer, torch.optim.Adam) else BitMask(optimizer, params)
