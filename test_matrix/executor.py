@@ -145,7 +145,11 @@ class Executor:
                 reason = f"timed out after {self.timeout_s:g} s (CONFIG_TEST_MATRIX_RUN_TIMEOUT)"
                 _record_failure(job.run_dir, reason)
             state, reason = run_state.classify(job.run_dir)
-            if state != run_state.COMPLETED and state != run_state.FAILED:
+            if state == run_state.RUNNING and not timed_out:
+                # A live process that is not ours trains it (the engine's run lock refused this
+                # launch): its status is not ours to overwrite.
+                state, reason = run_state.FAILED, f"not run: another process is training it ({reason})"
+            elif state != run_state.COMPLETED and state != run_state.FAILED:
                 reason = _exit_reason(rc, output) if rc != 0 else f"exited 0 but status.json says {state}"
                 _record_failure(job.run_dir, reason)
                 state = run_state.FAILED

@@ -4,7 +4,8 @@ The fake engine stands in for `python -m lib.launch --run-dir DIR [--fresh]` wit
 contract (status.json, metrics.jsonl, hparams.json, summary.json, exit 0/1/2, resume from
 its checkpoint) but trains nothing, so sweeps can be tested in seconds. Behaviour comes
 from the run's own spec (an SGD learning rate >= 1000 "diverges") or from environment
-variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_HANG (never ends).
+variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_HANG (never ends), FAKE_BUSY
+(another live process holds the run: exit 2, its status untouched).
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ FAKE_ENGINE = textwrap.dedent('''
     rundir.write_status(run_dir, "running", step=start)
     steps = int(os.environ.get("FAKE_STEPS", "5"))
     delay = float(os.environ.get("FAKE_STEP_S", "0.01"))
+    if os.environ.get("FAKE_BUSY") == run_id:  # as if another live process held the run
+        rundir.write_json(os.path.join(run_dir, "status.json"), {"state": "running", "pid": os.getppid(),
+                                                                 "updated": time.time()})
+        sys.exit(2)
     if os.environ.get("FAKE_CRASH") == run_id:
         os._exit(3)
     if os.environ.get("FAKE_HANG") == run_id:

@@ -96,6 +96,14 @@ def test_crash_without_status_and_timeout_are_recorded_as_failures(tmp_path, mon
     assert launches(results / "lenet5-adamw-none-seed1")[-1] == "--fresh"
 
 
+def test_a_run_another_process_trains_is_left_alone(tmp_path, monkeypatch):
+    cfg = write_config(tmp_path, LENET_COMPARE).replace(TEST_MATRIX_SEEDS=1)
+    monkeypatch.setenv("FAKE_BUSY", "lenet5-adamw-none-seed1")
+    rc, text = run_sweep(cfg, tmp_path)
+    assert rc == 1 and "not run: another process is training it" in text
+    assert rundir.read_status(tmp_path / "results" / "lenet5-adamw-none-seed1")["state"] == "running"
+
+
 def test_parallel_cpu_runs_overlap_and_share_the_cores(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_STEP_S", "0.1")
     cfg = write_config(tmp_path, LENET_COMPARE).replace(TEST_MATRIX_SEEDS=1)
