@@ -60,11 +60,16 @@ def metric_vs_sparsity(table: pd.DataFrame, path: Path) -> Path | None:
         for index, (label, group) in enumerate(methods):
             group = group.sort_values("target_sparsity")
             # Nudge methods apart sideways so error bars at one sparsity do not hide each other.
-            dodge = 0.4 * (index - (len(methods) - 1) / 2)
+            dodge = 0.6 * (index - (len(methods) - 1) / 2)
             ax.errorbar(group["target_sparsity"] + dodge, group["final_mean"], yerr=group["final_std"].fillna(0),
                         marker="o", capsize=3, label=label)
-        for _, row in rows[rows["pruning"] == "none"].iterrows():
-            ax.axhline(row["final_mean"], linestyle="--", linewidth=1, label=f"{row['optimizer']} dense")
+        for index, (_, row) in enumerate(rows[rows["pruning"] == "none"].iterrows()):
+            ax.axhline(row["final_mean"], color="0.3", linestyle=("--", ":", "-.")[index % 3], linewidth=1,
+                       label=f"{row['optimizer']} dense")
+        levels = sorted(set(pruned["target_sparsity"].dropna()))
+        if levels:  # ticks at the real levels; a margin so that one level is not a zoomed-in sliver
+            ax.set_xticks(levels)
+            ax.set_xlim(levels[0] - 5, levels[-1] + 5)
         ax.set_title(model)
         ax.set_xlabel("target sparsity (%)")
         ax.set_ylabel(f"final {metric}")
