@@ -1,0 +1,66 @@
+"""make prepare-gpt2-data: tokenize the GPT-2 text that .config selects into shards, once.
+
+Writes DATA_DIR/gpt2/<dataset>-<tokenizer>/ (train_*.bin, val.bin, meta.json); does
+nothing when shards of the same recipe are already there (--force rebuilds them).
+Exit status: 0 done, 2 bad configuration or data (one line says what and how to fix).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # As a script, sys.path[0] is scripts/ (whose test_matrix.py would shadow the package).
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from gpt2 import data  # noqa: E402
+from gpt2.data.build import DEFAULT_SHARD_TOKENS  # noqa: E402
+from lib import config as lib_config  # noqa: E402
+from lib import runspec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir(spec) -> Path:
+    """DATA_DIR as training sees it: relative paths are taken from the repository root."""
+    path = Path(spec.runtime.get("data_dir") or "data").expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def text_dir(options: dict) -> str | None:
+    path = options.get("text_dir")
+    if options.get("dataset") != "local_text" or not path:
+        return None
+    path = Path(path).expanduser()
+    return str(path if path.is_absolute() else ROOT / path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(lib_config.DOT_CONFIG), help="config file (default .config)")
+    parser.add_argument("--force", action="store_true", help="rebuild the shards even if they are up to date")
+    parser.add_argument("--bpe-dir", help="directory with GPT-2's vocab.bpe and encoder.json (offline tiktoken)")
+    parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
+                        help="tokens per training shard file")
+    args = parser.parse_args(argv)
+    try:
+        cfg = lib_config.load(args.config)
+        if not cfg.get("MODEL_GPT2"):
+            raise lib_config.ConfigError(f"{args.config} does not select GPT-2 (CONFIG_MODEL_GPT2=y); "
+                                         "load a gpt2 defconfig (make list-defconfigs) or use make menuconfig")
+        # The data knobs do not depend on optimizer or pruning: any point of the sweep has them.
+        spec = runspec.build(cfg, model="gpt2", optimizer="adamw", pruning="none", variant=None,
+                             sparsity=0.0, seed=cfg.SEED)
+        options = {**spec.model_options, "text_dir": text_dir(spec.model_options)}
+        data.prepare(options, data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
+                     bpe_dir=args.bpe_dir)
+    except (lib_config.ConfigError, *data.ERRORS) as err:
+        print(f"prepare-gpt2-data: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prepare-gpt2-data: interrupted; nothing was kept, run it again", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
