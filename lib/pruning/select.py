@@ -105,9 +105,10 @@ def _bracket(source, keep, alive, *, sample_size, z, generator, ledger):
 
 
 def _count(source, lo, hi, cap, ledger):
-    """(#keys > hi, #keys in [lo, hi], [(j, a, band keys)] or None when over `cap`)."""
+    """#keys > hi, #keys in [lo, hi], [(j, a, #band keys in chunk)], and the band keys per
+    chunk [(j, a, keys)] (None when there are more than `cap`)."""
     n_gt = n_band = 0
-    band_vals = []
+    per_chunk, band_vals = [], []
     held = 0
     for j, a, b in chunks(source):
         ledger.hold((b - a) * CHUNK_WORK_BYTES)
@@ -118,6 +119,7 @@ def _count(source, lo, hi, cap, ledger):
         nb = int(torch.count_nonzero(band))
         if nb:
             n_band += nb
+            per_chunk.append((j, a, nb))
             if band_vals is not None and n_band <= cap:
                 vals = key[band]
                 band_vals.append((j, a, vals))
@@ -127,26 +129,28 @@ def _count(source, lo, hi, cap, ledger):
                 band_vals = None
         ledger.free((b - a) * CHUNK_WORK_BYTES)
     ledger.free(held)
-    return n_gt, n_band, band_vals
+    return n_gt, n_band, per_chunk, band_vals
 
 
-def _resolve(band_vals, n_band, r, lo, hi) -> Cut:
+def _first(per_chunk, drop) -> dict:
+    """Spread `drop` tied prunes over the chunks in position order."""
+    ties = {}
+    for j, a, c in per_chunk:
+        if drop <= 0:
+            break
+        ties[(j, a)] = min(c, drop)
+        drop -= ties[(j, a)]
+    return ties
+
+
+def _resolve(band_vals, n_band, r) -> Cut:
     """Keep the r largest of the band keys (0 < r < n_band)."""
     allv = torch.cat([v for _, _, v in band_vals])
     tau_t = torch.kthvalue(allv, n_band - r + 1).values  # the r-th largest: the smallest kept
-    tau = float(tau_t)
     greater = int(torch.count_nonzero(allv > tau_t))
-    equal = int(torch.count_nonzero(allv == tau_t))
-    drop = equal - (r - greater)  # equal keys that go: the first ones in position order
-    ties = {}
-    for j, a, v in band_vals:
-        if drop <= 0:
-            break
-        c = int(torch.count_nonzero(v == tau_t))
-        if c:
-            ties[(j, a)] = min(c, drop)
-            drop -= ties[(j, a)]
-    return Cut(tau=tau, ties=ties)
+    equal = [(j, a, int(torch.count_nonzero(v == tau_t))) for j, a, v in band_vals]
+    drop = sum(c for _, _, c in equal) - (r - greater)  # equal keys that go: the first ones
+    return Cut(tau=float(tau_t), ties=_first([e for e in equal if e[2]], drop))
 
 
 def find_cut(source, keep, alive, *, generator, sample_size=1 << 19, z=4.0, band_cap=None,
@@ -162,7 +166,7 @@ def find_cut(source, keep, alive, *, generator, sample_size=1 << 19, z=4.0, band
     lo, hi = _bracket(source, keep, alive, sample_size=sample_size, z=z, generator=generator, ledger=ledger)
     low, high = -FMAX, INF  # what the counts have proven about the threshold so far
     for passes in range(1, 200):
-        n_gt, n_band, band_vals = _count(source, lo, hi, cap, ledger)
+        n_gt, n_band, per_chunk, band_vals = _count(source, lo, hi, cap, ledger)
         r = keep - n_gt
         if (r < 0 and hi == INF) or (r > n_band and lo <= -FMAX):
             break  # fewer finite keys than live weights: NaN in the weights or the state
@@ -172,6 +176,8 @@ def find_cut(source, keep, alive, *, generator, sample_size=1 << 19, z=4.0, band
         elif r > n_band:  # below it
             high = next_down(lo)
             lo, hi = low, high
+        elif band_vals is None and lo == hi:  # one value, many ties: counts suffice
+            return Cut(tau=lo, ties=_first(per_chunk, n_band - r), passes=passes)
         elif band_vals is None:  # inside, but too many keys to hold: bisect the float order
             low, high = lo, hi
             lo = _from_ordered((_ordered(lo) + _ordered(min(hi, FMAX))) // 2 + 1)
@@ -182,7 +188,7 @@ def find_cut(source, keep, alive, *, generator, sample_size=1 << 19, z=4.0, band
             elif r == 0:
                 cut = Cut(tau=next_up(hi))
             else:
-                cut = _resolve(band_vals, n_band, r, lo, hi)
+                cut = _resolve(band_vals, n_band, r)
             cut.passes = passes
             return cut
     raise RuntimeError("pruning threshold search did not converge; the scores are not finite numbers "
