@@ -235,7 +235,7 @@ class GPT(nn.Module):
         x = self.hidden(idx)
         if targets is None:
             return self.lm_head(x)
-        return linear_cross_entropy(x.view(-1, x.shape[-1]), self.lm_head.weight, targets.view(-1),
+        return linear_cross_entropy(x.reshape(-1, x.shape[-1]), self.lm_head.weight, targets.reshape(-1),
                                     self.config.loss_chunk)
 
     @torch.no_grad()
