@@ -88,7 +88,8 @@ def _schedule_lines(runs) -> list[str]:
     return lines
 
 
-def print_plan(runs, states, executor: Executor, est: dict[str, float], results_dir: Path, todo, out) -> None:
+def print_plan(runs, states, executor: Executor, est: dict[str, float], results_dir: Path, todo, out,
+               every_run: bool = True) -> None:
     configs = len({config_id(r) for r in runs})
     print(f"Test matrix: {len(runs)} runs ({configs} configurations x {len(runs) // max(configs, 1)} seeds) "
           f"-> {results_dir}", file=out)
@@ -96,8 +97,12 @@ def print_plan(runs, states, executor: Executor, est: dict[str, float], results_
         print(f"  {line}", file=out)
     print(f"  executor: {executor.describe(len(todo))}; per-run timeout "
           f"{fmt_duration(executor.timeout_s) if executor.timeout_s else 'none'}", file=out)
+    counts = Counter(state for state, _ in states.values())
+    print("  " + ", ".join(f"{counts[s]} {s}" for s in (run_state.COMPLETED, run_state.FAILED, run_state.INTERRUPTED,
+                                                       run_state.RUNNING, run_state.PENDING) if counts[s])
+          + f"; {len(todo)} to run now", file=out)
     width = max(len(r.run_id) for r in runs)
-    for r in runs:
+    for r in runs if every_run else []:
         state, reason = states[r.run_id]
         guess = f"~{fmt_duration(est[r.run_id])}" if r.run_id in est and r in todo else ""
         note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING) else ""
@@ -172,7 +177,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         states = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
         todo = _to_run(runs, states, rerun)
         plan_file.write_plan(results_dir, cfg, runs)
-        print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
+        print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
         for spec, _flags in todo:
             rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))
         jobs = [Job(r.run_id, plan_file.run_dir(results_dir, r.run_id), flags, gpus_needed(r, gpus))
