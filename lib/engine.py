@@ -96,7 +96,10 @@ class Trainer:
     def _new_optimizer(self):
         from lib import optimizers  # the one place that maps names to optimizers and pruning
 
-        return optimizers.create(self.hp["optimizer"], self.model, **resolve.optimizer_kwargs(self.hp))
+        try:
+            return optimizers.create(self.hp["optimizer"], self.model, **resolve.optimizer_kwargs(self.hp))
+        except ValueError as err:  # a hyperparameter the optimizer refuses: bad input, not a crash
+            raise BadInput(f"optimizer {self.hp['optimizer']}: {err}") from None
 
     def _build(self, hp: dict, payload: dict | None) -> None:
         self.hp = hp

@@ -1,0 +1,50 @@
+"""Helpers for the engine tests (this module holds no tests).
+
+Runs use LeNet-5 on the shipped MNIST sample, shortened with config changes, so each
+trains in about a second on two CPU cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from lib import config, launch, rundir
+from test_matrix.expand import expand
+
+FAST = dict(LENET5_EPOCHS=2, PRUNING_WARMUP=20, PRUNING_FREQUENCY=10)  # 2 x 62 steps, ramp 21..93
+
+
+def lenet_spec(**changes):
+    """The RunSpec of defconfig lenet5-sample-bitter7 with config changes (FAST by default)."""
+    cfg = config.from_defconfig("lenet5-sample-bitter7").replace(**{**FAST, **changes})
+    return expand(cfg)[0]
+
+
+def with_runtime(spec, **runtime):
+    return dataclasses.replace(spec, runtime={**spec.runtime, **runtime})
+
+
+def prepare(tmp_path: Path, spec, name: str = "run") -> Path:
+    return rundir.prepare(Path(tmp_path) / name, spec, None)
+
+
+def run(run_dir: Path, **kw) -> int:
+    return launch.run(run_dir, progress=False, **kw)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+VOLATILE = ("wall_time", "samples_per_s", "memory_bytes")
+
+
+def stable_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the fields that depend on the clock and the machine."""
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rundir.read_metrics(run_dir)]
