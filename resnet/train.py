@@ -1,0 +1,41 @@
+"""ResNet-18 on CIFAR-10 / ResNet-50 on CIFAR-100: model and data, then the shared engine.
+
+    python -m lib.launch --run-dir DIR      (what make runs)
+    python resnet/train.py --run-dir DIR    (the same)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lib.image_data import ImageClassificationTask  # noqa: E402
+from lib.task import BadInput  # noqa: E402
+from resnet import data, model  # noqa: E402
+
+DEFAULT_DATASET = {"resnet18": "cifar10", "resnet50": "cifar100"}
+
+
+def build_task(spec, ctx) -> ImageClassificationTask:
+    options = spec.model_options
+    dataset = options.get("dataset", DEFAULT_DATASET.get(spec.model))
+    stem = options.get("stem", "cifar")
+    if stem not in model.STEMS:
+        raise BadInput(f"unknown ResNet stem {stem!r}; choose cifar or imagenet in 'make menuconfig'")
+    (train_x, train_y, test_x, test_y), info = data.load(dataset, ctx.data_dir, ctx.download, ctx.device)
+    mean, std, classes = data.stats(dataset)
+    size = model.input_size(stem)
+    info.update(stem=stem, input_size=size)
+    ctx.log(f"{spec.model}: torchvision ResNet with the {stem} stem at {size}x{size} on {dataset}")
+    return ImageClassificationTask(model.build(spec.model, classes, stem), train_x, train_y, test_x, test_y,
+                                   mean=mean, std=std, augment=bool(options.get("augment", True)),
+                                   resize=size if size != 32 else None,
+                                   eval_batch_size=500 if size == 32 else 100, info=info)
+
+
+if __name__ == "__main__":
+    from lib.launch import main
+
+    sys.exit(main())
