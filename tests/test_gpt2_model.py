@@ -152,3 +152,19 @@ def test_generate_appends_tokens():
     model = tiny()
     out = model.generate(torch.zeros(1, 4, dtype=torch.long), 5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 9) and int(out.max()) < 256
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_loss_and_gradients():
+    """The engine may torch.compile the model; the fused loss must survive it (~25 s on CPU)."""
+    model = tiny()
+    x, y = batch()
+    ref = model(x, y)
+    ref.backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    compiled = torch.compile(model)
+    loss = compiled(x, y)
+    loss.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    assert torch.allclose(model.lm_head.weight.grad, grad, atol=1e-6)
