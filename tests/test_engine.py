@@ -6,10 +6,13 @@ import pytest
 from lib import rundir
 from tests.test_engine_support import (lenet_spec, load, prepare, run, same_weights, stable_metrics,
                                        with_runtime)
+from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, one_thread):
     run_dir = prepare(tmp_path_factory.mktemp("engine"), lenet_spec())
     assert run(run_dir) == 0
     return run_dir

@@ -7,6 +7,9 @@ import pytest
 
 from lib import rundir
 from tests.test_engine_support import lenet_spec, load, prepare, run, with_runtime
+from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot(run_dir):

@@ -10,12 +10,15 @@ import pytest
 
 from lib import rundir
 from tests.test_engine_support import lenet_spec, load, prepare, run, same_weights, stable_metrics
+from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, one_thread):
     run_dir = prepare(tmp_path_factory.mktemp("reference"), lenet_spec())
     assert run(run_dir) == 0
     return run_dir

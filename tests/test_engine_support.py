@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import torch
 
 from lib import config, launch, rundir
@@ -48,3 +49,15 @@ VOLATILE = ("wall_time", "samples_per_s", "memory_bytes")
 def stable_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the fields that depend on the clock and the machine."""
     return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rundir.read_metrics(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train on one CPU thread: on a shared, busy 2-core machine two OpenMP threads per
+    process spin against each other and a 3 s test takes 15 s. Restored afterwards."""
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KNLP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        yield
+    torch.set_num_threads(before)

@@ -11,6 +11,9 @@ from lib.image_data import ImageClassificationTask, random_crop_flip
 from lib.task import BadInput, RunContext
 from resnet import data, model
 from test_matrix.expand import expand
+from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name, classes, stem, size", [("resnet18", 10, "cifar", 32), ("resnet50", 100, "cifar", 32),
