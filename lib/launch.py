@@ -197,18 +197,20 @@ def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
     if code == 0:
         return 0
     status = rundir.read_status(run_dir)
-    if reports:
-        # The first report in the stream is the rank that broke; the others usually fail because of it.
-        first = reports[0]
-        reason, exit_code, step = f"rank {first['rank']}: {first['reason']}", first.get("exit_code", 1), first.get("step")
-        if first["rank"] == 0 and status is not None and status["state"] == rundir.FAILED:
+    text = "".join(tail)
+    # torchrun names the first failure ("Root Cause"); the other ranks usually fail because of it
+    # (a peer's closed connection), so their own reports are not the reason.
+    root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", text, re.S)
+    by_rank = {r["rank"]: r for r in reports}
+    culprit = int(root.group(1)) if root else (reports[0]["rank"] if reports else None)
+    if culprit is not None and culprit in by_rank:
+        first = by_rank[culprit]
+        reason, exit_code, step = f"rank {culprit}: {first['reason']}", first.get("exit_code", 1), first.get("step")
+        if culprit == 0 and status is not None and status["state"] == rundir.FAILED:
             return exit_code  # rank 0 recorded its own failure
     else:
-        text = "".join(tail)
-        ranks = re.findall(r"rank\s*:\s*(\d+)", text)
-        codes = re.findall(r"exitcode\s*:\s*(-?\d+)", text)
-        who = f"rank {ranks[0]}" if ranks else "a DDP process"
-        how = f"exit code {codes[0]}" if codes else f"torchrun exit code {code}"
+        who = f"rank {culprit}" if culprit is not None else "a DDP process"
+        how = f"exit code {root.group(2)}" if root else f"torchrun exit code {code}"
         reason, exit_code, step = f"{who} died without a report ({how})", 1, None
     if step is None and status is not None:
         step = status.get("step")
