@@ -47,16 +47,17 @@ def test_state_mask_marks_second_moment_and_zeroes_weight():
     lin, opt = _stepped(torch.optim.AdamW, amsgrad=True)
     rep = representation(opt, [lin.weight])
     assert isinstance(rep, StateMask)
+    rep.prepare()
     pb = torch.zeros(32, dtype=torch.bool)
     pb[[0, 5, 31]] = True
-    rep.prune(0, 0, 32, pb)
+    rep.prune(0, 0, 32, (~pb).float())
     st = opt.state[lin.weight]
     assert torch.isinf(flat(st["exp_avg_sq"])).nonzero().view(-1).tolist() == [0, 5, 31]
     assert torch.isinf(flat(st["max_exp_avg_sq"])).sum() == 3
     assert (flat(lin.weight)[pb] == 0).all() and (flat(lin.weight)[~pb] != 0).all()
     assert rep.count_dead(0) == 3 and rep.persistent_bytes() == 0
     key = torch.ones(32)
-    rep.sink_dead(0, 0, 32, key)
+    rep.sink_dead(0, slice(0, 32), key, torch.empty(32))
     assert (key[pb] == -float("inf")).all() and (key[~pb] == 1).all()
 
 
@@ -66,7 +67,7 @@ def test_bit_mask_zeroes_weight_and_momentum():
     assert isinstance(rep, BitMask)
     pb = torch.zeros(32, dtype=torch.bool)
     pb[[1, 2, 17]] = True
-    rep.prune(0, 0, 32, pb)
+    rep.prune(0, 0, 32, (~pb).float())
     buf = flat(opt.state[lin.weight]["momentum_buffer"])
     assert (buf[pb] == 0).all() and (buf[~pb] != 0).all()
     assert (flat(lin.weight)[pb] == 0).all()
@@ -74,6 +75,9 @@ def test_bit_mask_zeroes_weight_and_momentum():
     lin.weight.grad = torch.ones_like(lin.weight)
     rep.mask_grads([3])
     assert torch.equal(flat(lin.weight.grad) == 0, pb)
+    key = torch.ones(3)
+    rep.sink_dead(0, slice(1, 32, 16), key[:2], torch.empty(2))  # positions 1 and 17
+    assert key.tolist() == [-float("inf"), -float("inf"), 1.0]
     key = torch.ones(32)
-    rep.sink_dead_at(0, torch.tensor([1, 3, 17]), key[:3])
-    assert key[:3].tolist() == [-float("inf"), 1.0, -float("inf")]
+    rep.sink_dead(0, slice(0, 32), key, torch.empty(32))
+    assert torch.equal(key == -float("inf"), pb)

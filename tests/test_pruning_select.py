@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.select import Ledger, chunks, find_cut, next_down, next_up
+from lib.pruning.select import Ledger, NeedExact, chunks, find_cut, next_down, next_up, positions
 
 
 @pytest.fixture(autouse=True)
@@ -22,27 +22,30 @@ INF = float("inf")
 class ListSource:
     """Keys held in memory; -inf marks pruned positions (what a real source returns)."""
 
-    def __init__(self, tensors, chunk=64):
+    def __init__(self, tensors, chunk=64, floor=-INF):
         self.t = tensors
         self.sizes = [t.numel() for t in tensors]
         self.chunk = chunk
+        self.floor = floor
 
     def keys(self, j, a, b):
-        return self.t[j][a:b].clone()
+        return self.t[j][a:b].clone(), torch.empty(b - a)
 
-    def sample(self, j, idx):
-        return self.t[j][idx].clone()
+    def sample(self, j, start, stride):
+        return self.t[j][start::stride].clone()
 
 
 def _apply(src, cut):
     """Positions pruned by `cut`, as one bool tensor over all tensors (what the Pruner does)."""
     out = []
     for j, a, b in chunks(src):
-        key = src.keys(j, a, b)
+        key, _ = src.keys(j, a, b)
         if cut.prune_all:
             pb = torch.ones_like(key, dtype=torch.bool)
         else:
             pb = key < cut.tau
+            if (j, a) in cut.drop:
+                pb[cut.drop[(j, a)]] = True
             n = cut.ties.get((j, a), 0)
             if n:
                 pb[torch.nonzero(key == cut.tau).view(-1)[:n]] = True
@@ -78,6 +81,27 @@ def test_exact_count_with_sampling_and_pruned_positions():
         t[torch.rand(t.numel(), generator=g) < 0.4] = -INF
     cut = _check(ts, 20_000, sample_size=4096, chunk=4096)
     assert cut.passes == 1
+
+
+def test_zero_floor_counts_zeros_as_pruned():
+    """Scores that are never negative: pruned positions sit at 0, no -inf pass needed."""
+    g = torch.Generator().manual_seed(7)
+    t = torch.rand(20_000, generator=g) + 1e-3
+    t[torch.rand(20_000, generator=g) < 0.3] = 0.0  # pruned
+    alive = int((t > 0).sum())
+    src = ListSource([t], chunk=4096, floor=0.0)
+    cut = find_cut(src, 5_000, alive, generator=g, sample_size=2048)
+    pruned = _apply(src, cut)
+    assert int((~pruned).sum()) == 5_000 and (t[~pruned] > 0).all()
+    with pytest.raises(NeedExact):  # keeping more than the positive scores needs -inf marking
+        find_cut(src, alive + 10, alive + 100, generator=g, sample_size=2048)
+
+
+def test_positions_of_sparse_flags():
+    g = torch.Generator().manual_seed(8)
+    for n in (15, 16, 31, 32, 1000, 4099):
+        f = (torch.rand(n, generator=g) < 0.05).float()
+        assert torch.equal(positions(f), f.nonzero().view(-1))
 
 
 def test_ties_are_broken_by_position():

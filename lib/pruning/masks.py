@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 INF = float("inf")
+FMAX = float(torch.finfo(torch.float32).max)
 _BIT = None  # [1, 2, 4, ..., 128] per device, built on first use
 
 
@@ -96,41 +97,55 @@ class StateMask:
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if g.get("amsgrad", False):
                     st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        # flat views used chunk by chunk during the update
+        self._views = []
+        for p in self.params:
+            st = self.opt.state[p]
+            self._views.append((flat(p.data), [flat(st[k]) for k in ("exp_avg_sq", "max_exp_avg_sq") if k in st]))
 
     def _v(self, j):
         st = self.opt.state.get(self.params[j])
         return None if not st or "exp_avg_sq" not in st else flat(st["exp_avg_sq"])
 
-    def sink_dead(self, j, a, b, key):
+    def sink_dead(self, j, sl, key, tmp):
+        """-inf into `key` (scores of positions `sl`, a slice) where the weight is pruned."""
         v = self._v(j)
         if v is not None:
-            key.add_(v[a:b].mul(0.0))  # 0 * inf = NaN at pruned positions, 0 elsewhere
+            # FMAX - v is -inf where v = inf and far above any score elsewhere: a branch-free
+            # pass (masked_fill with a random mask mispredicts a branch per element on CPU)
+            torch.minimum(key, torch.neg(v[sl], out=tmp).add_(FMAX), out=key)
         return _sink_nan(key)
 
-    def sink_dead_at(self, j, idx, key):
-        v = self._v(j)
-        if v is not None:
-            key.add_(v[idx].mul(0.0))
-        return _sink_nan(key)
+    def prune(self, j, a, b, keep):
+        """keep: float 1 (keep) / 0 (prune) for positions [a, b); call prepare() first."""
+        w, seconds = self._views[j]
+        for v in seconds:  # v / 0 = inf (0 / 0 = NaN -> inf); v / 1 = v exactly
+            v[a:b].div_(keep).nan_to_num_(nan=INF, posinf=INF)
+        w[a:b].mul_(keep)
 
-    def prune(self, j, a, b, pb):
+    def prune_at(self, j, pos):
+        """Prune the given flat positions (few: a band's losers)."""
         p = self.params[j]
         st = self.opt.state[p]
-        flat(st["exp_avg_sq"])[a:b].masked_fill_(pb, INF)
-        if "max_exp_avg_sq" in st:
-            flat(st["max_exp_avg_sq"])[a:b].masked_fill_(pb, INF)
-        flat(p.data)[a:b].masked_fill_(pb, 0.0)
+        for name in ("exp_avg_sq", "max_exp_avg_sq"):
+            if name in st:
+                flat(st[name]).index_fill_(0, pos, INF)
+        flat(p.data).index_fill_(0, pos, 0.0)
 
     def dead_mask(self, j):
         v = self._v(j)
         return None if v is None else torch.isinf(v)
 
-    def mask_grads(self, dead_counts):
+    def mask_grads(self, dead_counts, chunk=1 << 18):
         """Zero the gradients at pruned positions. Adam's update needs no such pass (the
         inf does it); gradient-norm clipping does, so pruned positions stay out of the norm."""
         for j, p in enumerate(self.params):
             if dead_counts[j] and p.grad is not None:
-                flat(p.grad).masked_fill_(self.dead_mask(j), 0.0)
+                g, v = flat(p.grad), self._v(j)
+                alive = torch.empty(min(chunk, g.numel()), dtype=g.dtype, device=g.device)
+                for a in range(0, g.numel(), chunk):
+                    b = min(a + chunk, g.numel())
+                    g[a:b].mul_(torch.lt(v[a:b], INF, out=alive[:b - a]))
 
     def count_dead(self, j) -> int:
         d = self.dead_mask(j)
@@ -162,28 +177,41 @@ class BitMask:
     def _dead(self, j, a, b):
         return unpack_bits(self.bits[j][a // 8:(b + 7) // 8], b - a)
 
-    def sink_dead(self, j, a, b, key):
-        if self.bits[j] is not None:
-            key.masked_fill_(self._dead(j, a, b), -INF)
+    def sink_dead(self, j, sl, key, tmp):
+        bits = self.bits[j]
+        if bits is not None:
+            if sl.step in (None, 1):
+                dead = self._dead(j, sl.start, sl.stop)
+            else:
+                idx = torch.arange(sl.start, sl.stop, sl.step, device=bits.device)[:key.numel()]
+                dead = bits[idx >> 3].long().bitwise_right_shift(idx & 7).bitwise_and_(1).bool()
+            key.masked_fill_(dead, -INF)
         return _sink_nan(key)
 
-    def sink_dead_at(self, j, idx, key):
-        if self.bits[j] is not None:
-            byte = self.bits[j][idx >> 3].long()
-            key.masked_fill_(byte.bitwise_right_shift(idx & 7).bitwise_and_(1).bool(), -INF)
-        return _sink_nan(key)
-
-    def prune(self, j, a, b, pb):
+    def prune(self, j, a, b, keep):
+        """keep: float 1 (keep) / 0 (prune) for positions [a, b)."""
         p = self.params[j]
         if self.bits[j] is None:
             self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
         if a % 8:
             raise ValueError("mask chunks must start at a multiple of 8 elements")
-        self.bits[j][a // 8:(b + 7) // 8].bitwise_or_(pack_bits(pb))
-        flat(p.data)[a:b].masked_fill_(pb, 0.0)
+        self.bits[j][a // 8:(b + 7) // 8].bitwise_or_(pack_bits(keep == 0))
+        flat(p.data)[a:b].mul_(keep)
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:  # momentum etc.: zero, so the update is zero
-                flat(s)[a:b].masked_fill_(pb, 0.0)
+                flat(s)[a:b].mul_(keep)
+
+    def prune_at(self, j, pos):
+        p = self.params[j]
+        if self.bits[j] is None:
+            self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
+        # distinct live positions: adding their bit values is an OR
+        bit = torch.ones_like(pos, dtype=torch.uint8).bitwise_left_shift_((pos & 7).to(torch.uint8))
+        self.bits[j].index_put_((pos >> 3,), bit, accumulate=True)
+        flat(p.data).index_fill_(0, pos, 0.0)
+        for s in self.opt.state.get(p, {}).values():
+            if torch.is_tensor(s) and s.shape == p.shape:
+                flat(s).index_fill_(0, pos, 0.0)
 
     def dead_mask(self, j):
         return None if self.bits[j] is None else self._dead(j, 0, self.params[j].numel())

@@ -12,7 +12,7 @@ from lib.pruning import scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
-from lib.pruning.select import Ledger, chunks, find_cut
+from lib.pruning.select import CHUNK_WORK_BYTES, Ledger, NeedExact, chunks, count, find_cut
 
 METHODS = ("magnitude", "movement", "state")
 SCOPES = ("global", "layer")
@@ -20,39 +20,56 @@ _SEED = 0x6B6E6C70  # sampling seed, mixed with the step: repeatable, and no glo
 
 
 class _Keys:
-    """Scores of a subset of the prunable tensors, -inf at pruned positions (select.py)."""
+    """Scores of a subset of the prunable tensors, -inf at pruned positions (select.py).
 
-    def __init__(self, pruner, js):
+    keys() returns (scores, scratch): views of reused buffers, valid until the next call."""
+
+    def __init__(self, pruner, js, exact):
         self.pr = pruner
         self.js = list(js)
+        # Scores that are never negative leave a pruned weight (w = 0) at exactly 0, so
+        # 0 can stand for "pruned" with no pass to mark it; select.py asks for the exact
+        # marking (-inf) only if the threshold itself falls to 0.
+        self.exact = exact or not pruner.nonnegative
+        self.floor = -float("inf") if self.exact else 0.0
         self.sizes = [pruner.sizes[j] for j in self.js]
         self.chunk = pruner.chunk
-        self.steps = {}
-        if pruner.method == "state" and scores.uses_state(pruner.variant):
-            for j in self.js:
-                st = pruner.opt.state.get(pruner.params[j], {})
-                self.steps[j] = int(st["step"]) if "step" in st else 0
+        self.buf = None
+        self.views = {}  # j -> flat (w, m, v, step, beta1): built once per update, not per chunk
+        use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
+        for j in self.js:
+            p = pruner.params[j]
+            st = pruner.opt.state.get(p, {})
+            step = int(st["step"]) if use_state and "step" in st else 0
+            m = flat(st["exp_avg"]) if step >= 1 else None
+            v = flat(st["exp_avg_sq"]) if step >= 1 else None
+            src = flat(pruner.movement[j]) if pruner.method == "movement" else flat(p.detach())
+            self.views[j] = (src, m, v, step, pruner.beta1(j))
 
-    def _raw(self, j, sel):
+    def _score(self, j, sl, out, tmp):
         pr = self.pr
-        p = pr.params[j]
+        w, m, v, step, beta1 = self.views[j]
         if pr.method == "movement":
-            return flat(pr.movement[j])[sel].clone()
-        w = flat(p.detach())[sel]
-        if pr.method == "magnitude" or not scores.uses_state(pr.variant) or self.steps[j] < 1:
-            return w.float().abs()
-        st = pr.opt.state[p]
-        m, v = flat(st["exp_avg"])[sel], flat(st["exp_avg_sq"])[sel]
-        return scores.score(pr.variant, w, m, v, step=self.steps[j], beta1=pr.beta1(j))
+            out.copy_(w[sl])
+        elif m is None:
+            torch.abs(w[sl], out=out)
+        else:
+            scores.score(pr.variant, w[sl], m[sl], v[sl], step=step, beta1=beta1, out=out, tmp=tmp)
+        return pr.rep.sink_dead(j, sl, out, tmp) if self.exact else out
 
     def keys(self, i, a, b):
         j = self.js[i]
-        return self.pr.rep.sink_dead(j, a, b, self._raw(j, slice(a, b)))
+        dev = self.pr.params[j].device
+        if self.buf is None or self.buf.device != dev:
+            self.buf = torch.empty(2, self.chunk, device=dev)
+        tmp = self.buf[1, :b - a]
+        return self._score(j, slice(a, b), self.buf[0, :b - a], tmp), tmp
 
-    def sample(self, i, idx):
+    def sample(self, i, start, stride):
         j = self.js[i]
-        idx = idx.to(self.pr.params[j].device)
-        return self.pr.rep.sink_dead_at(j, idx, self._raw(j, idx))
+        n = len(range(start, self.sizes[i], stride))
+        out = torch.empty(2, n, device=self.pr.params[j].device)
+        return self._score(j, slice(start, self.sizes[i], stride), out[0], out[1])
 
 
 class Pruner:
@@ -77,8 +94,11 @@ class Pruner:
         self.target, self.warmup_end, self.ramp_end = float(target), warmup_end, ramp_end
         self.frequency, self.shape = frequency, shape
         self.scope = "layer" if (scope == "layer" or variant == "bitter4") else "global"
+        self.nonnegative = method == "magnitude" or (method == "state" and variant != "bitter5")
         on_gpu = self.params[0].device.type != "cpu"
-        self.chunk = chunk or (1 << 24 if on_gpu else 1 << 18)  # CPU: a chunk's temporaries stay in L2
+        # CPU: 2**17 floats keep a chunk's few buffers in L2 (measured best of 2**16..2**19);
+        # GPU: large chunks, so each kernel has work enough; both keep float sums exact (< 2**24)
+        self.chunk = chunk or (1 << 22 if on_gpu else 1 << 17)
         self.sample_size = sample_size
         self.rep = representation(optimizer, self.params)
         self.dead = [0] * len(self.params)
@@ -87,6 +107,7 @@ class Pruner:
         self.last_update = 0
         self.transient_peak = 0
         self.passes = 0
+        self.overshoot = 0  # weights kept beyond the target after a 6-sigma sampling miss (select.py)
 
     # -- hooks called by the optimizer -------------------------------------------------
     def before_update(self):
@@ -135,28 +156,54 @@ class Pruner:
         self.transient_peak = ledger.peak
 
     def _cut(self, js, keep, gen, ledger):
-        src = _Keys(self, js)
-        alive = sum(self.sizes[j] - self.dead[j] for j in src.js)
-        cut = find_cut(src, keep, alive, generator=gen, sample_size=self.sample_size, ledger=ledger)
+        js = list(js)
+        alive = sum(self.sizes[j] - self.dead[j] for j in js)
+        pruned = {}  # (i, a) -> pruned positions in that chunk, from the latest pass over it
+
+        def commit(i, a, b, keep_flags, n_pruned):
+            self.rep.prune(js[i], a, b, keep_flags)
+            pruned[(i, a)] = n_pruned
+
+        kw = dict(generator=gen, commit=commit, sample_size=self.sample_size, ledger=ledger)
+        src = _Keys(self, js, exact=False)
+        try:
+            cut = find_cut(src, keep, alive, **kw)
+        except NeedExact:  # nothing was committed: the first pass stops at the floor
+            src = _Keys(self, js, exact=True)
+            cut = find_cut(src, keep, alive, **kw)
         self.passes += cut.passes
-        if not cut.prune_all and cut.tau == -float("inf"):
-            return
-        pruned = [0] * len(src.js)
+        self.overshoot += cut.overshoot
+        if cut.needs_pass():
+            self._prune_pass(src, cut, pruned, ledger)
+        else:
+            for (i, a), pos in cut.drop.items():
+                self.rep.prune_at(js[i], pos + a)
+                pruned[(i, a)] = pruned.get((i, a), 0) + pos.numel()
+        for i, j in enumerate(js):
+            self.dead[j] = sum(c for (k, _), c in pruned.items() if k == i) if pruned else self.dead[j]
+
+    def _prune_pass(self, src, cut, pruned, ledger):
+        """Prune key < tau, the band's drops and the ties, chunk by chunk (recomputing keys)."""
+        buf = None
         for i, a, b in chunks(src):
-            ledger.hold((b - a) * 8)
+            n = b - a
+            ledger.hold(n * CHUNK_WORK_BYTES)
+            dev = self.params[src.js[i]].device
+            if buf is None or buf.device != dev:
+                buf = torch.empty(self.chunk, device=dev)
+            keep = buf[:n]
             if cut.prune_all:
-                pb = torch.ones(b - a, dtype=torch.bool, device=self.params[src.js[i]].device)
+                keep.zero_()
             else:
-                key = src.keys(i, a, b)
-                pb = key < cut.tau  # pruned positions score -inf: re-marking them is a no-op
-                n_tie = cut.ties.get((i, a), 0)
-                if n_tie:
-                    pb[torch.nonzero(key == cut.tau).view(-1)[:n_tie]] = True
-            self.rep.prune(src.js[i], a, b, pb)
-            pruned[i] += int(torch.count_nonzero(pb))
-            ledger.free((b - a) * 8)
-        for i, j in enumerate(src.js):
-            self.dead[j] = pruned[i]
+                key, _ = src.keys(i, a, b)
+                torch.ge(key, cut.tau, out=keep)  # pruned positions are below tau: re-marked, a no-op
+                if (i, a) in cut.drop:
+                    keep.index_fill_(0, cut.drop[(i, a)], 0.0)
+                if (i, a) in cut.ties:
+                    keep.index_fill_(0, torch.nonzero(key == cut.tau).view(-1)[:cut.ties[(i, a)]], 0.0)
+            self.rep.prune(src.js[i], a, b, keep)
+            pruned[(i, a)] = n - count(keep)
+            ledger.free(n * CHUNK_WORK_BYTES)
 
     # -- reporting and persistence ------------------------------------------------------
     def sparsity(self) -> float:
@@ -175,7 +222,7 @@ class Pruner:
     def state_dict(self) -> dict:
         return {"method": self.method, "variant": self.variant, "scope": self.scope,
                 "names": list(self.names), "last_update": self.last_update,
-                "transient_peak": self.transient_peak, "dead": list(self.dead),
+                "transient_peak": self.transient_peak, "overshoot": self.overshoot, "dead": list(self.dead),
                 "movement": [s.clone() for s in self.movement] if self.movement else None,
                 "mask": self.rep.state_dict()}
 
@@ -191,4 +238,5 @@ class Pruner:
                 s.copy_(saved)
         self.last_update = int(sd["last_update"])
         self.transient_peak = int(sd["transient_peak"])
+        self.overshoot = int(sd.get("overshoot", 0))
         self.recount()

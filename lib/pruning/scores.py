@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 
 EPS = 1e-8
+FMAX = float(torch.finfo(torch.float32).max)
+_BF16_MAX = float(torch.finfo(torch.bfloat16).max)
 STATE_VARIANTS = tuple(f"bitter{i}" for i in range(10))
 VARIANTS = STATE_VARIANTS + ("magnitude",)
 # bitter2 is |w| trained on a longer budget (the seed's 12,100 vs 10,000 iterations); the
@@ -27,39 +29,48 @@ def uses_state(variant) -> bool:
     return variant not in _MAGNITUDE
 
 
-def score(variant, w, m, v, *, step, beta1=0.9, eps=EPS) -> torch.Tensor:
-    """The raw formula on (flat or shaped) tensors: a new float32 tensor.
+def score(variant, w, m, v, *, step, beta1=0.9, eps=EPS, out=None, tmp=None) -> torch.Tensor:
+    """The raw formula on (flat or shaped) tensors, as float32.
 
-    Pruned positions (v = +inf) come out as 0 or NaN depending on the formula;
-    callers decide what a pruned position scores (see `importance`, select.py).
+    Written into `out` when given (with `tmp` as scratch, both float32 of w's shape): a
+    mask update reuses two chunk-sized buffers instead of allocating per chunk, which on
+    CPU costs page faults. A pruned position (w = 0, v = +inf) comes out as 0; callers
+    decide what it scores (`importance`: 0; the mask update: -inf, see masks.py).
     """
+    if out is None:
+        out = torch.empty(w.shape, dtype=torch.float32, device=w.device)
     if variant in _MAGNITUDE or m is None or v is None or step < 1:
-        return w.float().abs()  # no optimizer state yet: every variant falls back to |w|
+        return torch.abs(w.float(), out=out)  # no optimizer state yet: every variant falls back to |w|
+    if variant != "bitter9":
+        w, m, v = w.float(), m.float(), v.float()  # no copy when already float32
+    if tmp is None:
+        tmp = torch.empty_like(out)
     if variant == "bitter9":
         # reduced precision for speed; ranks like bitter7 (tested: < 0.5% mask disagreement)
-        vb = v.to(torch.bfloat16).add(eps).sqrt_().sqrt_()  # out-of-place first: v may be bf16 state
-        return w.to(torch.bfloat16).abs().mul_(vb).float()
-    w = w.float()
-    m = m.float()
-    v = v.float()
+        vb = v.to(torch.bfloat16).clamp(max=_BF16_MAX).add_(eps).sqrt_().sqrt_()  # a copy: v may be bf16 state
+        return out.copy_(w.to(torch.bfloat16).abs().mul_(vb))
+    # sqrt is several times slower on +inf than on finite inputs (CPU), and a pruned
+    # position's score is discarded anyway: clamp first
     if variant == "bitter7":
-        return w.abs().mul_(v.add(eps).sqrt_().sqrt_())
+        torch.clamp(v, max=FMAX, out=tmp).add_(eps).sqrt_().sqrt_()
+        return torch.abs(w, out=out).mul_(tmp)
     if variant in ("bitter3", "bitter4"):
-        return w.abs().mul_(m.abs().add_(eps).sqrt_())
+        torch.abs(m, out=tmp).add_(eps).sqrt_()
+        return torch.abs(w, out=out).mul_(tmp)
     if variant == "bitter8":
-        m_hat_abs = m.abs().div_(1.0 - beta1 ** step)
-        return w.abs().mul_(m_hat_abs.sqrt_())
+        torch.abs(m, out=tmp).div_(1.0 - beta1 ** step).sqrt_()  # |m_hat|
+        return torch.abs(w, out=out).mul_(tmp)
     if variant == "bitter0":
-        out = w.abs().mul_(m.abs()).mul_(w.abs())
-        return out.div_(v.sqrt().add_(eps))
+        torch.mul(w, w, out=out).mul_(torch.abs(m, out=tmp))  # |w| |m| |w|
+        return out.div_(torch.clamp(v, max=FMAX, out=tmp).sqrt_().add_(eps))
     if variant == "bitter5":
         # positive when Adam's step moves the weight away from zero (the published sign was reversed)
-        out = torch.sign(w).mul_(m).div_(v.sqrt().add_(eps)).neg_()
-        return out.add_(w.abs(), alpha=0.1)
+        torch.sign(w, out=out).mul_(m).div_(torch.clamp(v, max=FMAX, out=tmp).sqrt_().add_(eps)).neg_()
+        return out.add_(torch.abs(w, out=tmp), alpha=0.1)
     if variant == "bitter6":
-        m_abs = m.abs()
-        out = w.abs().mul_(m_abs.add(eps).sqrt_()).mul_(m_abs)
-        return out.div_(v.add(eps).sqrt_())
+        torch.abs(w, out=out).mul_(torch.abs(m, out=tmp).add_(eps).sqrt_())
+        out.mul_(torch.abs(m, out=tmp))
+        return out.div_(torch.clamp(v, max=FMAX, out=tmp).add_(eps).sqrt_())
     raise ValueError(f"unknown importance variant {variant!r}; use one of {', '.join(VARIANTS)}")
 
 
