@@ -2,6 +2,10 @@
 
 conv 5x5 1->6, pool 2 -> conv 5x5 6->16, pool 2 -> 400 -> 120 -> 84 -> 10.
 61,706 parameters; all conv and linear weights are prunable.
+
+Each conv is followed by max-pool then ReLU: relu(maxpool(x)) == maxpool(relu(x)) exactly
+(ReLU is monotonic), and pooling first applies the ReLU to a quarter of the values. On
+the CPU that and channels_last weights (lenet5/train.py) cut a training step by ~25%.
 """
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ class LeNet5(nn.Module):
         self.fc3 = nn.Linear(84, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)   # 32 -> 28 -> 14
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)   # 14 -> 10 -> 5
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))   # 32 -> 28 -> 14
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))   # 14 -> 10 -> 5
         x = torch.flatten(x, 1)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
