@@ -22,14 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PUBLISHED_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024}
-
-# Size of one chunk of logits in the fused head + loss. Measured on a 2-core Xeon
-# (4 layers, width 256, vocabulary 50304, batch 8 x 256, AdamW): chunks of 20 tokens
-# ran at 1,258 tokens/s, 64 at 2,067, 128-256 (26-52 MB) at ~2,280, 1024 at 2,117 and
-# the whole batch at ~2,000: big enough for efficient matmuls, small enough to be reused
-# from the allocator instead of mapped and faulted in afresh.
-DEFAULT_LOSS_CHUNK_BYTES = 32 << 20
+# Size of one chunk of fp32 logits in the fused head + loss. On the CPU it must be big
+# enough for efficient matmuls and small enough to be reused from the allocator instead
+# of mapped and faulted in afresh each step. Measured on a 2-core Xeon (4 layers, width
+# 256, vocabulary 50304, batch 8 x 256, AdamW, one run each): 20 tokens per chunk ran at
+# 1,258 tokens/s, 64 at 2,067, 128-256 (26-52 MB) at ~2,280, 1024 at 2,117, the whole
+# batch at ~2,000. On a GPU fewer, larger chunks keep kernel launches few.
+LOSS_CHUNK_BYTES = {"cpu": 32 << 20, "cuda": 256 << 20}
 MIN_LOSS_CHUNK = 64
 
 
@@ -42,7 +41,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in its linears and LayerNorms
-    # tokens per chunk of the fused head + loss; 0 picks one from DEFAULT_LOSS_CHUNK_BYTES
+    # tokens per chunk of the fused head + loss; 0 picks one from LOSS_CHUNK_BYTES
     loss_chunk: int = 0
 
     def __post_init__(self):
@@ -178,7 +177,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     h: [N, D], weight: [V, D], targets: [N] int64 in [0, V).
     """
     if chunk <= 0:
-        chunk = max(MIN_LOSS_CHUNK, DEFAULT_LOSS_CHUNK_BYTES // (4 * weight.shape[0]))
+        budget = LOSS_CHUNK_BYTES.get(h.device.type, LOSS_CHUNK_BYTES["cuda"])
+        chunk = max(MIN_LOSS_CHUNK, budget // (4 * weight.shape[0]))
     h, targets = h.contiguous(), targets.contiguous()
     if not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad):
         # Evaluation: autograd.Function would still report the inputs as needing grads.
