@@ -13,7 +13,15 @@ function of the step), and 2 processes give the samples of 1 process with twice 
 accumulation.
 
 Record, in the order that keeps a kill -9 harmless: a metrics line, then best.pt, then
-last.pt; a resume drops metric lines newer than last.pt and redoes them.
+last.pt; a resume drops metric lines newer than last.pt and redoes them. For a pruned
+run, "best" only counts evaluations from the end of the sparsity ramp on, so it is never
+the accuracy of a model that was still denser than the target.
+
+Time budget (TIME_BUDGET_SECONDS): a fresh run first times a few steps and one
+evaluation on a throwaway copy of its start, then shrinks total steps, LR warm-up and
+the pruning schedule by the same factor (lib/resolve.apply_time_budget), so the run
+that follows is complete, only shorter. If the estimate proves wrong by more than 3%
+the run stops cleanly at the budget and says so in status.json.
 """
 from __future__ import annotations
 
@@ -39,7 +47,7 @@ from lib.lr_schedule import lr_at
 from lib.seeding import batch_generator, capture_rng, epoch_permutation, restore_rng
 from lib.task import BadInput, RunContext, Task
 
-PROBE_WARMUP_STEPS = 2   # excluded from the timing (allocations, compilation)
+PROBE_WARMUP_STEPS = 3   # excluded from the timing (allocations, compilation and its recompiles)
 PROBE_MIN_STEPS, PROBE_MAX_STEPS, PROBE_SECONDS = 3, 20, 2.0
 LAST_KEYS = ("model", "optimizer", "step", "rng", "clock", "interval", "fingerprint")
 
@@ -168,7 +176,9 @@ class Trainer:
     def _permutation(self, step: int) -> torch.Tensor | None:
         if not self.hp["epoch_based"]:
             return None
-        return epoch_permutation(self.hp["seed"], step // self.hp["steps_per_epoch"], self.hp["train_size"])
+        # Drawn on the CPU (the same order on every device), then moved once per epoch.
+        perm = epoch_permutation(self.hp["seed"], step // self.hp["steps_per_epoch"], self.hp["train_size"])
+        return perm.to(self.device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -214,6 +224,8 @@ class Trainer:
             if step >= PROBE_WARMUP_STEPS:
                 timed, seconds = timed + 1, seconds + time.perf_counter() - t0
             step += 1
+        if self.use_compile:
+            self._evaluate()  # the first evaluation compiles the eval graph: not part of its cost
         t0 = time.perf_counter()
         self._evaluate()
         self._sync()
