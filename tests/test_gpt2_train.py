@@ -1,7 +1,9 @@
 """GPT-2 through the shared engine: a short bitter7 run on generated text, resume, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,8 @@ def test_bitter7_run_reaches_target_sparsity(bitter7_run):
     records = rundir.read_metrics(run_dir)
     assert [r["step"] for r in records] == [10, 20]
     assert records[-1]["perplexity"] is not None and records[-1]["test_loss"] < records[0]["test_loss"] + 0.5
+    # generated text is learnable: 20 steps take the loss 30% below its start, ln(256)
+    assert records[-1]["test_loss"] < 0.7 * math.log(256)
     # the tied head/embedding stayed dense; the prunable linears carry the 50%
     state = torch.load(run_dir / rundir.LAST, map_location="cpu", weights_only=True)["model"]
     assert int((state["transformer.wte.weight"] == 0).sum()) == 0
@@ -163,3 +167,19 @@ def test_prepare_script_reads_the_config(tmp_path, capsys):
     path.write_text("CONFIG_MODEL_LENET5=y\n")
     assert main(["--config", str(path)]) == 2
     assert "does not select GPT-2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_cpu_defconfig_loss_falls(tmp_path):
+    """gpt2-tiny-cpu: about a minute on this CPU; validation loss >= 30% below ln(vocab)."""
+    if not (config.DEFCONFIG_DIR / "gpt2-tiny-cpu").is_file():
+        pytest.skip("defconfigs/gpt2-tiny-cpu not written yet")
+    runs = expand(config.from_defconfig("gpt2-tiny-cpu"))
+    assert len(runs) == 1
+    spec = dataclasses.replace(runs[0], runtime={**runs[0].runtime, "data_dir": str(tmp_path / "data")})
+    code, run_dir = start(tmp_path, spec)
+    assert code == 0, (run_dir / rundir.LOG).read_text()[-2000:]
+    summary = rundir.read_json(run_dir / rundir.SUMMARY)
+    vocab = rundir.read_json(run_dir / rundir.HPARAMS)["data"]["vocab_size"]
+    assert summary["final"]["test_loss"] <= 0.7 * math.log(vocab)
+    assert summary["total_time_s"] < 120
