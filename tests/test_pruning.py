@@ -178,3 +178,40 @@ def test_memory_figures_per_method():
     assert opt.memory_bytes()["pruning"] == sum((p.numel() + 7) // 8 for _, p in opt.prunable)
     _, opt = _run("adamw", 12, pruning="movement", **SCHED)
     assert opt.memory_bytes()["pruning"] == 4 * n  # one float32 score per weight
+
+
+def test_zero_scores_still_ranked_exactly():
+    """A zero-initialised layer: keeping more weights than score above 0 needs the exact
+    (-inf) marking of pruned positions instead of the free 0 one."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16))
+    nn.init.zeros_(model[1].weight)
+    opt = create("adamw", model, lr=0.0, weight_decay=0.0, pruning="magnitude", target_sparsity=0.25,
+                 warmup_end=0, ramp_end=1, frequency=1)
+    model(torch.randn(2, 16)).sum().backward()
+    opt.step()
+    assert opt.pruner.pruned_count() == 128 and int((model[0].weight == 0).sum()) == 0
+    assert opt.sparsity() == 0.25
+
+
+def test_transient_figure_bounds_the_measured_peak():
+    """The optimizer's transient_peak is an account of its temporaries; torch's profiler
+    measures the real allocations of one mask update, which must not exceed it."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(256, 256, bias=False) for _ in range(8)])
+    opt = create("adamwprune", model, lr=1e-3, weight_decay=0.0, target_sparsity=0.9, warmup_end=0,
+                 ramp_end=100, frequency=10)
+    opt.pruner.chunk, opt.pruner.sample_size = 1 << 12, 1 << 14  # small model: exercise sampling and chunks
+    for _ in range(3):
+        model(torch.randn(4, 256)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        opt.pruner.update(10)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            opt.pruner.update(20)
+    now = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        now += e.self_cpu_memory_usage
+        peak = max(peak, now)
+    assert 0 < peak <= opt.memory_bytes()["transient_peak"]

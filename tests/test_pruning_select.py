@@ -104,6 +104,39 @@ def test_positions_of_sparse_flags():
         assert torch.equal(positions(f), f.nonzero().view(-1))
 
 
+def _commit_source(seed, n=60_000):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g) + 1e-3
+    src = ListSource([t], chunk=4096, floor=0.0)
+
+    def commit(j, a, b, keep, n_pruned):  # what the Pruner does: pruned keys drop to the floor
+        assert n_pruned == int((keep == 0).sum())
+        t[a:b] *= keep
+    return t, src, commit
+
+
+def test_commit_prunes_in_the_counting_pass_and_stays_exact():
+    t, src, commit = _commit_source(9)
+    before = t.clone()
+    cut = find_cut(src, 21_000, 60_000, generator=torch.Generator().manual_seed(1), commit=commit,
+                   sample_size=4096, band_cap=20_000)
+    assert cut.passes == 1 and not cut.needs_pass() and cut.overshoot == 0
+    for (j, a), pos in cut.drop.items():
+        t[a + pos] = 0.0
+    assert int((t > 0).sum()) == 21_000
+    kept = before[t > 0]
+    assert kept.min() >= before[t == 0].max()  # the survivors are the top scores
+
+
+def test_commit_miss_keeps_the_band_and_reports_the_overshoot():
+    t, src, commit = _commit_source(10)
+    # z_commit < 0 puts the committed bound above the threshold on purpose
+    cut = find_cut(src, 30_000, 60_000, generator=torch.Generator().manual_seed(1), commit=commit,
+                   sample_size=4096, z_commit=-8.0, band_cap=20_000)
+    assert cut.overshoot > 0 and not cut.drop
+    assert int((t > 0).sum()) == 30_000 - cut.overshoot
+
+
 def test_ties_are_broken_by_position():
     t = torch.tensor([3.0, 1.0, 2.0, 2.0, 2.0, 0.5, 2.0, 5.0])
     src = ListSource([t], chunk=8)

@@ -159,10 +159,10 @@ def _bracket(source, keep, alive, *, sample_size, z_lo, z_hi, generator, ledger)
         start = int(torch.randint(min(stride, n), (1,), generator=generator))
         keys = source.sample(j, start, stride)
         live.append(keys[keys > source.floor])
-        held += keys.numel() * 12
-        ledger.hold(keys.numel() * 12)
+        held += keys.numel() * 13  # keys, scratch, the live mask
+        ledger.hold(keys.numel() * 13)
     live = torch.cat(live)
-    ledger.hold(live.numel() * 4)
+    ledger.hold(live.numel() * 8)  # and the partition's copy
     nv = live.numel()
     lo, hi = -FMAX, INF
     if nv:
@@ -174,7 +174,7 @@ def _bracket(source, keep, alive, *, sample_size, z_lo, z_hi, generator, ledger)
         q = dict(zip(ks, _quantiles(live, ks)))
         lo = max(q.get(k_lo, -FMAX), -FMAX)
         hi = q.get(k_hi, INF)
-    ledger.free(held + live.numel() * 4)
+    ledger.free(held + live.numel() * 8)
     return lo, hi
 
 
@@ -272,8 +272,10 @@ def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19
     low, high = first, INF  # what the counts have proven about the threshold so far
     committed = -INF
     for passes in range(1, 200):
-        # below a proven bound (or the sample's 6-sigma low end, on the first pass) is safe to prune now
-        this_commit = commit if commit is not None and (lo == low or (optimistic and passes == 1)) else None
+        # below a proven bound (or the sample's 6-sigma low end, on the first pass) is safe to
+        # prune now; never at the floor, where live weights may score exactly 0
+        safe = lo > first and (lo == low or (optimistic and passes == 1))
+        this_commit = commit if commit is not None and safe else None
         n_gt, n_band, per_chunk, band = _count(source, lo, hi, cap, ledger, this_commit)
         if this_commit is not None:
             committed = max(committed, lo)

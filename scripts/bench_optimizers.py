@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Cost of the optimizers and pruning methods against torch.optim.AdamW(fused=True).
+
+GPT-2-shaped weights (per block 768x2304, 768x768, 768x3072, 3072x768; 12 blocks with
+--full = 85M weights), synthetic gradients. Every figure is one JSON line; time ratios
+are medians of steps measured back to back with fused AdamW steps in the same process:
+
+  step_ratio            a pruning-active step without a mask update
+  update_step_ratio     a step that recomputes the masks (mean over the ramp's updates)
+  amortized_step_ratio  (frequency - 1) plain steps + 1 update step, per step
+  persistent_ratio      (optimizer state + pruning buffers) / prunable weight bytes
+  transient_ratio       peak extra bytes of one mask update / weight bytes (the optimizer's
+                        own figure, and the profiler's measurement on CPU)
+  sparsity_error        max |achieved - round(s(t) N) / N| over the ramp's updates
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lib.optimizers import create  # noqa: E402
+from lib.pruning import sparsity_at  # noqa: E402
+from lib.pruning.schedule import is_update_step  # noqa: E402
+
+SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]  # (out, in) of nn.Linear
+METHODS = {
+    "adamwprune-bitter7": ("adamwprune", dict(variant="bitter7")),
+    "adamwprune-bitter0": ("adamwprune", dict(variant="bitter0")),
+    "adamwprune-bitter7-spam": ("adamwprune", dict(variant="bitter7", base="adamwspam")),
+    "adamw-magnitude": ("adamw", dict(pruning="magnitude")),
+    "adamw-movement": ("adamw", dict(pruning="movement")),
+    "sgd-magnitude": ("sgd", dict(pruning="magnitude")),
+}
+
+
+def build(blocks, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(*[nn.Linear(i, o, bias=False) for _ in range(blocks) for o, i in SHAPES])
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.02)
+    return model
+
+
+def set_grads(model, step):
+    g = torch.Generator().manual_seed(step)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g).mul_(1e-3)
+
+
+CLOCK = time.perf_counter
+
+
+def timed(fn):
+    t0 = CLOCK()
+    fn()
+    return CLOCK() - t0
+
+
+def peak_bytes(fn):
+    """Peak bytes allocated on the CPU while fn runs, from torch's profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    now = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        now += e.self_cpu_memory_usage
+        peak = max(peak, now)
+    return peak
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def bench_method(label, name, kw, args, base_model, base_opt):
+    model = build(args.blocks, 0)
+    t0, t1, freq = args.warmup_end, args.ramp_end, args.frequency
+    opt = create(name, model, lr=1e-4, weight_decay=0.1, target_sparsity=args.sparsity, warmup_end=t0,
+                 ramp_end=t1, frequency=freq, **kw)
+    n = opt.prunable_count()
+    for s in range(1, 4):  # realistic moments before the first update
+        set_grads(model, s)
+        opt.step()
+    ratios, update_ratios, errors = [], [], []
+    update_steps = [t for t in range(t0 + 1, t1 + 1) if is_update_step(t, warmup_end=t0, ramp_end=t1, frequency=freq)]
+    picks = update_steps if args.updates <= 0 else update_steps[:: max(1, len(update_steps) // args.updates)]
+    if update_steps[-1] not in picks:
+        picks.append(update_steps[-1])
+    for t in update_steps:
+        opt._knlp_t = t - 1  # fast-forward the one step counter to the next update
+        if t in picks:
+            base = timed(base_opt.step)
+            update_ratios.append(timed(opt.step) / base)
+        else:
+            opt.pruner.update(t)  # reach the next sparsity without timing it
+        goal = round(sparsity_at(t, warmup_end=t0, ramp_end=t1, final=args.sparsity) * n)
+        errors.append(abs(opt.pruner.pruned_count() - goal) / n)
+        if t in picks:
+            for _ in range(args.plain):  # plain steps at this sparsity, paired with baseline steps
+                opt._knlp_t = t  # not an update step
+                b = timed(base_opt.step)
+                ratios.append(timed(opt.step) / b)
+    step_ratio = statistics.median(ratios)
+    upd = statistics.mean(update_ratios)
+    emit(figure="step_ratio", method=label, value=round(step_ratio, 3), target=1.10, weights=n)
+    emit(figure="update_step_ratio", method=label, value=round(upd, 3), target=5.0, weights=n,
+         updates_timed=len(update_ratios), min=round(min(update_ratios), 3), max=round(max(update_ratios), 3))
+    emit(figure="amortized_step_ratio", method=label, value=round(((freq - 1) * step_ratio + upd) / freq, 3),
+         target=1.10, frequency=freq, weights=n)
+    mem = opt.memory_bytes()
+    emit(figure="persistent_ratio", method=label, value=round((mem["state"] + mem["pruning"]) / mem["weights"], 4),
+         target=2.04, state=mem["state"], pruning=mem["pruning"], weights=mem["weights"])
+    emit(figure="sparsity", method=label, value=round(opt.sparsity(), 6), target=args.sparsity,
+         max_error_of_N=max(errors), updates=len(update_steps), overshoot=opt.pruner.overshoot)
+    # transient memory of one more update, measured by the profiler (CPU) next to the optimizer's own figure
+    model2 = build(args.blocks, 0)
+    opt2 = create(name, model2, lr=1e-4, weight_decay=0.1, target_sparsity=args.sparsity, warmup_end=t0,
+                  ramp_end=t1, frequency=freq, **kw)
+    for s in range(1, 4):
+        set_grads(model2, s)
+        opt2.step()
+    mid = update_steps[len(update_steps) // 2]
+    with torch.no_grad():
+        opt2.pruner.update(update_steps[0])
+        measured = peak_bytes(lambda: opt2.pruner.update(mid))
+    emit(figure="transient_ratio", method=label, value=round(opt2.memory_bytes()["transient_peak"] / mem["weights"], 4),
+         measured=round(measured / mem["weights"], 4), target=0.15)
+    del opt, model, opt2, model2
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="12 blocks, 85M weights (the issue's targets)")
+    ap.add_argument("--blocks", type=int, default=2, help="GPT-2 blocks without --full (default 2: 14M weights)")
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--frequency", type=int, default=50)
+    ap.add_argument("--warmup-end", type=int, default=1000)
+    ap.add_argument("--ramp-end", type=int, default=3000)
+    ap.add_argument("--updates", type=int, default=8, help="mask updates to time along the ramp (0 = all)")
+    ap.add_argument("--plain", type=int, default=3, help="plain steps timed after each timed update")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0 = torch's default); with 1, times are the thread's CPU time, "
+                         "steady on a shared machine")
+    ap.add_argument("--methods", default="adamwprune-bitter7,adamw-magnitude,adamw-movement",
+                    help=f"comma-separated, from: {', '.join(METHODS)}")
+    args = ap.parse_args(argv)
+    if args.full:
+        args.blocks = 12
+    global CLOCK
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.get_num_threads() == 1:
+        CLOCK = time.thread_time
+    labels = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in labels:
+        if m not in METHODS:
+            ap.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    base_model = build(args.blocks, 0)
+    set_grads(base_model, 1)
+    base_opt = torch.optim.AdamW(base_model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+    base_opt.step()
+    times = [timed(base_opt.step) for _ in range(5)]
+    n = sum(p.numel() for p in base_model.parameters())
+    emit(figure="fused_adamw_step_s", value=round(statistics.median(times), 5), weights=n,
+         threads=torch.get_num_threads(), clock="thread_cpu" if CLOCK is time.thread_time else "wall",
+         device="cpu", torch=torch.__version__)
+    state = sum(v.numel() * v.element_size() for st in base_opt.state.values() for v in st.values())
+    emit(figure="persistent_ratio", method="torch-adamw-fused", value=round(state / (4 * n), 4))
+    with torch.no_grad():
+        for m in labels:
+            name, kw = METHODS[m]
+            set_grads(base_model, 2)
+            bench_method(m, name, kw, args, base_model, base_opt)
+
+
+if __name__ == "__main__":
+    main()
