@@ -341,6 +341,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- signals
     def _on_signal(self, signum, _frame):
+        if self.interrupted is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C/TERM: stop now, resume from the last checkpoint
         self.interrupted = signal.Signals(signum).name
 
     @contextlib.contextmanager

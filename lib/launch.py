@@ -154,7 +154,7 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
     except (BadInput, CheckpointError) as err:
         return _report(run_dir, rank, world, str(err), 2, trainer, err=True)
     except KeyboardInterrupt:
-        return _report(run_dir, rank, world, "interrupted before training started", 1, trainer)
+        return _report(run_dir, rank, world, "interrupted; run again to resume from the last checkpoint", 1, trainer)
     except Exception as err:  # a crash: record it, keep the traceback in log.txt
         if rank == 0:
             log("".join(traceback.format_exception(err)).rstrip())
