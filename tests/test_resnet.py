@@ -1,6 +1,7 @@
 """ResNet-18/50: both stems forward/backward, CIFAR augmentation, one short epoch through the engine."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,3 +94,13 @@ def test_one_short_epoch_through_the_engine(tmp_path, defconfig, name, classes, 
     summary = json.loads((run_dir / rundir.SUMMARY).read_text())
     assert summary["achieved_sparsity"] == pytest.approx(spec.sparsity, abs=0.002)
     assert summary["model"] == name and (run_dir / rundir.LAST).is_file()
+
+
+def test_cifar_arrays_become_nchw_uint8_tensors():
+    class Fake:  # torchvision's CIFAR datasets expose .data (N, H, W, C uint8) and .targets (list)
+        data = np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3)
+        targets = [3, 9]
+
+    images, labels = data._tensors(Fake)
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8 and labels.tolist() == [3, 9]
+    assert torch.equal(images[1, 2], torch.from_numpy(Fake.data[1, :, :, 2]))
