@@ -5,6 +5,7 @@ GPT-2-shaped weights (per block 768x2304, 768x768, 768x3072, 3072x768; 12 blocks
 --full = 85M weights), synthetic gradients. Every figure is one JSON line; time ratios
 are medians of steps measured back to back with fused AdamW steps in the same process:
 
+  base_step_ratio       the same optimizer without pruning (SPAM and SGD have costs of their own)
   step_ratio            a pruning-active step without a mask update
   update_step_ratio     a step that recomputes the masks (mean over the ramp's updates)
   amortized_step_ratio  (frequency - 1) plain steps + 1 update step, per step
@@ -110,6 +111,17 @@ def bench_method(label, name, kw, args, base_model, base_opt):
                 ratios.append(timed(opt.step) / b)
     step_ratio = statistics.median(ratios)
     upd = statistics.mean(update_ratios)
+    dense_kw = {k: v for k, v in kw.items() if k not in ("variant", "pruning")}
+    dense_model = build(args.blocks, 1)
+    dense = create(name, dense_model, lr=1e-4, weight_decay=0.1, pruning="none", **dense_kw)
+    set_grads(dense_model, 1)
+    dense.step()
+    dense_ratios = []
+    for _ in range(2 * args.plain):
+        b = timed(base_opt.step)
+        dense_ratios.append(timed(dense.step) / b)
+    del dense, dense_model
+    emit(figure="base_step_ratio", method=label, value=round(statistics.median(dense_ratios), 3), weights=n)
     emit(figure="step_ratio", method=label, value=round(step_ratio, 3), target=1.10, weights=n)
     emit(figure="update_step_ratio", method=label, value=round(upd, 3), target=5.0, weights=n,
          updates_timed=len(update_ratios), min=round(min(update_ratios), 3), max=round(max(update_ratios), 3))

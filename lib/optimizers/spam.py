@@ -7,6 +7,10 @@ import math
 
 import torch
 
+from lib.pruning.masks import flat
+
+_FMAX = float(torch.finfo(torch.float32).max)
+
 
 def _whole(name, value, low):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -35,17 +39,26 @@ class Spam:
         return 1.0
 
     @torch.no_grad()
-    def clip(self, opt, k: int):
+    def clip(self, opt, k: int, chunk: int = 1 << 17):
+        buf = None
         for group in opt.param_groups:
-            scale = self.theta / (1.0 - group["betas"][1] ** k)  # theta * v_hat = v * scale
+            root = math.sqrt(self.theta / (1.0 - group["betas"][1] ** k))  # sqrt(theta v_hat) = sqrt(v) * root
             for p in group["params"]:
                 st = opt.state.get(p)
                 if p.grad is None or not st or "exp_avg_sq" not in st:
                     continue
-                # |g| > sqrt(theta v_hat) -> sign(g) sqrt(theta v_hat); v = inf (pruned) never clips
-                bound = st["exp_avg_sq"].mul(scale).sqrt_()
-                torch.minimum(p.grad, bound, out=p.grad)
-                torch.maximum(p.grad, bound.neg_(), out=p.grad)
+                g, v = flat(p.grad), flat(st["exp_avg_sq"])
+                if buf is None or buf.device != v.device or buf.dtype != v.dtype:
+                    buf = torch.empty(chunk, dtype=v.dtype, device=v.device)
+                # chunk by chunk so the bound stays in cache
+                for a in range(0, g.numel(), chunk):
+                    b = min(a + chunk, g.numel())
+                    # |g| > sqrt(theta v_hat) -> sign(g) sqrt(theta v_hat). A pruned position
+                    # (v = inf) gets a bound of ~1e19 instead of inf: it never clips, and sqrt
+                    # skips the slow path that +inf takes on CPU
+                    bound = torch.clamp(v[a:b], max=_FMAX, out=buf[:b - a]).sqrt_().mul_(root)
+                    torch.minimum(g[a:b], bound, out=g[a:b])
+                    torch.maximum(g[a:b], bound.neg_(), out=g[a:b])
 
     @torch.no_grad()
     def reset(self, opt):

@@ -216,10 +216,13 @@ class BitMask:
     def dead_mask(self, j):
         return None if self.bits[j] is None else self._dead(j, 0, self.params[j].numel())
 
-    def mask_grads(self, dead_counts):
+    def mask_grads(self, dead_counts, chunk=1 << 17):
         for j, p in enumerate(self.params):
             if dead_counts[j] and p.grad is not None:
-                flat(p.grad).masked_fill_(self.dead_mask(j), 0.0)
+                g = flat(p.grad)
+                for a in range(0, g.numel(), chunk):
+                    b = min(a + chunk, g.numel())
+                    g[a:b].mul_(self._dead(j, a, b).logical_not_())  # branch-free, unlike masked_fill
 
     def count_dead(self, j) -> int:
         d = self.dead_mask(j)
