@@ -91,3 +91,18 @@ def test_ten_epochs_on_the_sample_reach_their_accuracy(tmp_path, one_thread, den
     assert summary["final"]["accuracy"] >= floor
     if not dense:
         assert summary["achieved_sparsity"] == pytest.approx(0.9, abs=0.001)
+
+
+def test_bench_set_option_types_values():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_lenet5.py"
+    spec = importlib.util.spec_from_file_location("bench_lenet5", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_set(["LENET5_LEARNING_RATE=3e-3", "CONFIG_LR_SCHEDULE_COSINE=y", "LENET5_EPOCHS=5",
+                            "DATA_DIR=/tmp/x"]) == {"LENET5_LEARNING_RATE": 3e-3, "LR_SCHEDULE_COSINE": True,
+                                                    "LENET5_EPOCHS": 5, "DATA_DIR": "/tmp/x"}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        bench.parse_set(["LENET5_EPOCHS"])
