@@ -41,16 +41,18 @@ def load_mnist(data_dir: Path, download: bool) -> tuple[torch.Tensor, ...]:
     from torchvision.datasets import MNIST
 
     raw = Path(data_dir) / "MNIST" / "raw"
-    how = (f"enable CONFIG_DATA_DOWNLOAD, or fetch {', '.join(f + '.gz' for f in MNIST_FILES)} from "
-           f"{MNIST_URL} and gunzip them there, or choose the shipped sample (CONFIG_LENET5_DATASET_MNIST_SAMPLE)")
+    by_hand = (f"fetch {', '.join(f + '.gz' for f in MNIST_FILES)} from {MNIST_URL} and gunzip them there, "
+               "or choose the shipped sample (CONFIG_LENET5_DATASET_MNIST_SAMPLE)")
     if not download and not all((raw / name).is_file() for name in MNIST_FILES):
-        raise BadInput(f"MNIST not found: looked for {', '.join(MNIST_FILES)} in {raw}; {how}")
+        raise BadInput(f"MNIST not found: looked for {', '.join(MNIST_FILES)} in {raw}; enable "
+                       f"CONFIG_DATA_DOWNLOAD, or {by_hand}")
     try:
         train = MNIST(str(data_dir), train=True, download=download)
         test = MNIST(str(data_dir), train=False, download=download)
     except Exception as err:  # no network, corrupt file, checksum mismatch
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInput(f"MNIST could not be loaded or downloaded into {raw} ({reason[:200]}); {how}") from None
+        reason = " ".join(str(err).split()) or type(err).__name__
+        what = "download failed" if download else "files unreadable"
+        raise BadInput(f"MNIST {what} in {raw} ({reason[:200]}); {by_hand}") from None
     return to_32(train.data), train.targets.long(), to_32(test.data), test.targets.long()
 
 

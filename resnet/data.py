@@ -37,17 +37,18 @@ def load(name: str, data_dir: Path, download: bool, device: torch.device):
 
     cls_name, folder, files, url, _mean, _std, _classes = DATASETS[name]
     where = Path(data_dir) / folder
-    how = (f"enable CONFIG_DATA_DOWNLOAD, or download {url} and unpack it in {data_dir} "
-           f"(it creates {folder}/)")
+    by_hand = f"download {url} and unpack it in {data_dir} (it creates {folder}/)"
     if not download and not all((where / f).is_file() for f in files):
-        raise BadInput(f"{name} not found: looked for {', '.join(files)} in {where}; {how}")
+        raise BadInput(f"{name} not found: looked for {', '.join(files)} in {where}; enable CONFIG_DATA_DOWNLOAD, "
+                       f"or {by_hand}")
     cls = getattr(tvd, cls_name)
     try:
         train, test = cls(str(data_dir), train=True, download=download), cls(str(data_dir), train=False,
                                                                              download=download)
     except Exception as err:  # no network, truncated archive, checksum mismatch
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInput(f"{name} could not be loaded or downloaded into {where} ({reason[:200]}); {how}") from None
+        reason = " ".join(str(err).split()) or type(err).__name__
+        what = "download failed" if download else "files unreadable"
+        raise BadInput(f"{name} {what} in {where} ({reason[:200]}); {by_hand}") from None
     tensors = (*_tensors(train), *_tensors(test))
     return tuple(t.to(device) for t in tensors), {"dataset": name, "source": str(where)}
 
