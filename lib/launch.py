@@ -41,7 +41,10 @@ from lib.task import BadInput, RunContext  # noqa: E402
 
 PACKAGES = {"lenet5": "lenet5", "resnet18": "resnet", "resnet50": "resnet", "gpt2": "gpt2"}
 RANK_TAG = "KNLP-RANK-FAILURE "
-KEEP = {rundir.SPEC, rundir.DOT_CONFIG, ".lock"}
+# What --fresh moves aside: the engine's own outputs (and their temporaries). Anything else
+# in the directory (spec.json, .config, the sweep executor's sweep-output.txt) stays.
+OUTPUTS = (rundir.HPARAMS, rundir.STATUS, rundir.METRICS, rundir.SUMMARY, rundir.LOG, rundir.BEST, rundir.LAST,
+           rundir.CURVES)
 
 
 def _say(line: str, err: bool = False) -> None:
@@ -66,8 +69,9 @@ def _lock(run_dir: Path):
 
 
 def move_aside(run_dir: Path) -> Path | None:
-    """Move every output of earlier attempts into run_dir/.old-TIMESTAMP/; None if there was none."""
-    old = [p for p in run_dir.iterdir() if p.name not in KEEP and not p.name.startswith(".old-")]
+    """Move the engine's outputs of earlier attempts into run_dir/.old-TIMESTAMP/; None if there were none."""
+    old = [p for p in run_dir.iterdir()
+           if p.name in OUTPUTS or any(p.name.startswith(f".{name}.") for name in OUTPUTS)]
     if not old:
         return None
     dest = run_dir / f".old-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"

@@ -119,3 +119,16 @@ def test_gpu_demanded_on_a_cpu_machine(tmp_path, capsys, bad):
     run_dir = prepare(tmp_path, with_runtime(lenet_spec(), device=bad))
     assert run(run_dir) == 2
     assert "CONFIG_DEVICE_CUDA" in capsys.readouterr().err
+
+
+def test_fresh_moves_only_the_engines_outputs(tmp_path):
+    from lib.launch import move_aside
+
+    run_dir = prepare(tmp_path, lenet_spec())
+    for name in (rundir.LAST, rundir.METRICS, rundir.STATUS, ".last.pt.x1y2", "sweep-output.txt"):
+        (run_dir / name).write_text("old")
+    moved = move_aside(run_dir)
+    assert sorted(p.name for p in moved.iterdir()) == sorted([rundir.LAST, rundir.METRICS, rundir.STATUS,
+                                                              ".last.pt.x1y2"])
+    assert (run_dir / "sweep-output.txt").read_text() == "old" and (run_dir / rundir.SPEC).is_file()
+    assert move_aside(run_dir) is None
