@@ -119,8 +119,8 @@ class Pruner:
             self.rep.mask_grads(self.dead)
 
     def mask_grads(self):
-        """Zero pruned gradients (before gradient-norm clipping)."""
-        if any(self.dead):
+        """Zero pruned gradients (before gradient-norm clipping); bit masks did it already."""
+        if self.rep.kind != "bits" and any(self.dead):
             self.rep.mask_grads(self.dead)
 
     def after_update(self, t: int):
