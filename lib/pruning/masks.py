@@ -17,6 +17,7 @@ with torch.zeros_like(p, memory_format=preserve_format) shares that order.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 INF = float("inf")
 FMAX = float(torch.finfo(torch.float32).max)
@@ -57,6 +58,18 @@ def pack_bits(b: torch.Tensor) -> torch.Tensor:
 def unpack_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
     """uint8[ceil(n/8)] -> bool[n] (inverse of pack_bits)."""
     return bits.unsqueeze(1).bitwise_and(_bit_weights(bits.device)).ne(0).view(-1)[:n]
+
+
+_TABLES = {}
+
+
+def _alive_table(device, dtype):
+    """(256, 8): row `byte` holds 1.0 where that byte's bit is clear (the weight is alive)."""
+    key = (device, dtype)
+    if key not in _TABLES:
+        bits = torch.arange(256, device=device).unsqueeze(1).bitwise_right_shift(torch.arange(8, device=device))
+        _TABLES[key] = bits.bitwise_and(1).eq(0).to(dtype)
+    return _TABLES[key]
 
 
 def _sink_nan(key: torch.Tensor) -> torch.Tensor:
@@ -220,9 +233,12 @@ class BitMask:
         for j, p in enumerate(self.params):
             if dead_counts[j] and p.grad is not None:
                 g = flat(p.grad)
+                table = _alive_table(g.device, g.dtype)
                 for a in range(0, g.numel(), chunk):
                     b = min(a + chunk, g.numel())
-                    g[a:b].mul_(self._dead(j, a, b).logical_not_())  # branch-free, unlike masked_fill
+                    # one row lookup per byte gives its 8 keep flags: branch-free, no bool masks
+                    alive = F.embedding(self.bits[j][a // 8:(b + 7) // 8].long(), table)
+                    g[a:b].mul_(alive.view(-1)[:b - a])
 
     def count_dead(self, j) -> int:
         d = self.dead_mask(j)
