@@ -11,11 +11,11 @@ the file and says how to start fresh.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from lib.atomic import atomic_write
 
 FORMAT = 1
 FRESH_HINT = "start over with 'make FRESH=1' (python -m lib.launch --run-dir DIR --fresh), which moves the old files aside"
@@ -26,23 +26,7 @@ class CheckpointError(Exception):
 
 
 def save(path: Path | str, payload: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle), binary=True)
 
 
 def load(path: Path | str, *, map_location="cpu", required: tuple[str, ...] = ()) -> dict:

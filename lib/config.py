@@ -15,6 +15,8 @@ from pathlib import Path
 
 import kconfiglib
 
+from lib.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 KCONFIG = ROOT / "Kconfig"
 DOT_CONFIG = ROOT / ".config"
@@ -167,20 +169,11 @@ def typed_values(kconf: kconfiglib.Kconfig) -> dict:
     return values
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_dot_config(kconf: kconfiglib.Kconfig, path: Path | str = DOT_CONFIG) -> None:
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".config.")
-    os.close(fd)
-    kconf.write_config(tmp, save_old=False)
-    os.replace(tmp, path)
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / "config"
+        kconf.write_config(str(staged), save_old=False)
+        atomic_write_text(path, staged.read_text())
 
 
 def write_config_py(values: dict, path: Path | str = CONFIG_PY, source: str = ".config") -> None:

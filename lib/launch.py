@@ -27,7 +27,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 

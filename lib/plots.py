@@ -1,8 +1,9 @@
 """Training-curve plot of one run (curves.png) from its metrics.jsonl records."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from lib.atomic import atomic_write
 
 
 def plot_curves(records: list[dict], path: Path | str, *, title: str, metric: str) -> bool:
@@ -41,9 +42,6 @@ def plot_curves(records: list[dict], path: Path | str, *, title: str, metric: st
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100), binary=True)
     plt.close(fig)
-    os.replace(tmp, path)
     return True

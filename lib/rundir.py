@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
+
+from lib.atomic import atomic_write_text
 
 DOT_CONFIG = ".config"
 SPEC = "spec.json"
@@ -49,20 +50,7 @@ SUMMARY_FIELDS = ("run_id", "model", "optimizer", "pruning", "variant", "target_
 
 def write_json(path: Path | str, data) -> None:
     """Atomically replace `path` with `data` as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: Path | str):
@@ -110,11 +98,7 @@ def read_metrics(run_dir: Path | str) -> list[dict]:
 def truncate_metrics(run_dir: Path | str, last_step: int) -> None:
     """Drop metric lines after `last_step` (written after the checkpoint a resume starts from)."""
     kept = [r for r in read_metrics(run_dir) if r.get("step") is not None and r["step"] <= last_step]
-    path = Path(run_dir) / METRICS
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, path)
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def prepare(run_dir: Path | str, spec, config_file: Path | str | None) -> Path:

@@ -7,7 +7,6 @@ one; the sweep compares existing run directories with it before touching anythin
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -31,15 +30,7 @@ def write_plan(results_dir: Path | str, cfg, runs) -> Path:
     rundir.write_json(path, {"version": VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                              "config_source": str(getattr(cfg, "source", "")), "config": cfg.as_dict(),
                              "runs": [spec_json(r) for r in runs]})
-    shareable(path)
     return path
-
-
-def shareable(path: Path) -> None:
-    """Give a file written through mkstemp (mode 0600) the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def read_plan(results_dir: Path | str) -> dict | None:

@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lib.atomic import atomic_write  # noqa: E402
+
 
 def memory_columns(table: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     """(optimizer state bytes, pruning buffer bytes, state+pruning per weight byte) columns.
@@ -30,11 +32,8 @@ def memory_columns(table: pd.DataFrame) -> tuple[str | None, str | None, str | N
 
 
 def _save(fig, path: Path) -> None:
-    """Write the PNG under a temporary name first: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110), binary=True)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def method_label(row) -> str:

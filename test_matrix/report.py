@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import config as lib_config
+from lib.atomic import atomic_write_text
 from test_matrix import plan as plan_file, plots, results
 from test_matrix import state as run_state
 
@@ -167,11 +168,6 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    lib_config.atomic_write_text(path, text)
-    plan_file.shareable(path)
-
-
 def _current_specs(cfg) -> dict[str, dict] | None:
     if cfg is None:
         return None
@@ -197,13 +193,11 @@ def build(results_dir: Path | str, current_cfg=None, out=None) -> Path:
     notes = selection.notes + fairness_notes(selection.runs)
     plot_dir = results_dir / PLOTS
     made = plots.make_all(table, selection.runs, plot_dir)
-    per_run.to_csv(results_dir / (RUNS_CSV + ".tmp"), index=False)
-    Path(results_dir / (RUNS_CSV + ".tmp")).replace(results_dir / RUNS_CSV)
-    table.to_csv(results_dir / (SUMMARY_CSV + ".tmp"), index=False)
-    Path(results_dir / (SUMMARY_CSV + ".tmp")).replace(results_dir / SUMMARY_CSV)
+    atomic_write_text(results_dir / RUNS_CSV, per_run.to_csv(index=False))
+    atomic_write_text(results_dir / SUMMARY_CSV, table.to_csv(index=False))
     shown = display_table(table)
     markdown = shown.to_markdown(index=False)
-    _atomic_text(results_dir / REPORT_MD, _markdown(results_dir, selection, per_run, notes, markdown, made))
+    atomic_write_text(results_dir / REPORT_MD, _markdown(results_dir, selection, per_run, notes, markdown, made))
     print(markdown, file=out)
     for note in notes:
         print(f"note: {note}", file=out)

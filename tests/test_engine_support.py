@@ -14,7 +14,9 @@ import torch
 from lib import config, launch, rundir
 from test_matrix.expand import expand
 
-FAST = dict(LENET5_EPOCHS=2, PRUNING_WARMUP=20, PRUNING_FREQUENCY=10)  # 2 x 62 steps, ramp 21..93
+# 2 x 62 steps, ramp 21..93, constant LR so that records can be checked against it
+FAST = dict(LENET5_EPOCHS=2, PRUNING_WARMUP=20, PRUNING_FREQUENCY=10, LENET5_LEARNING_RATE=1e-3,
+            LR_SCHEDULE_CONSTANT=True, LR_SCHEDULE_COSINE=False)
 
 
 def lenet_spec(**changes):

@@ -1,7 +1,6 @@
 """create(name, model, **hparams): the one place that maps names to optimizers and pruning."""
 from __future__ import annotations
 
-import torch
 
 from lib.optimizers import core
 from lib.optimizers.groups import param_groups
