@@ -1,10 +1,24 @@
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-# Keep tests on two CPU threads whatever the machine: results stay repeatable and
-# parallel test processes do not oversubscribe the cores.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One CPU thread for every test and every run a test starts (the engine reads
+# KNLP_NUM_THREADS): the tensors are tiny, and on a shared 2-core machine a second
+# OpenMP thread per process spins against the others and makes tests many times slower.
+os.environ["KNLP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

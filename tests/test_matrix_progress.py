@@ -1,6 +1,5 @@
 """Progress over a whole matrix: counts, ETA from past runs, one line per finished run."""
 import io
-import time
 from pathlib import Path
 
 from test_matrix.executor import Job, Outcome

@@ -10,13 +10,6 @@ import torch.nn.functional as F
 from lib.optimizers import create, param_groups
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds waits, badly so on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Net(nn.Module):

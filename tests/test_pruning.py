@@ -9,13 +9,6 @@ from lib.pruning import prunable_weights, sparsity_at
 from lib.pruning.masks import flat
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds waits, badly so on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 SCHED = dict(target_sparsity=0.9, warmup_end=4, ramp_end=40, frequency=6)
 

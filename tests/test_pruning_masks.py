@@ -7,13 +7,6 @@ import torch.nn as nn
 from lib.pruning.masks import BitMask, StateMask, flat, pack_bits, representation, unpack_bits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds waits, badly so on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 64, 1001])

@@ -8,13 +8,6 @@ from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.select import Ledger, NeedExact, chunks, find_cut, next_down, next_up, positions
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds waits, badly so on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 INF = float("inf")
 

@@ -6,13 +6,6 @@ import torch
 from lib.pruning.scores import BUDGET_FACTOR, VARIANTS, importance
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds waits, badly so on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 EPS = 1e-8
 

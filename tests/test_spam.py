@@ -11,12 +11,6 @@ from lib.optimizers import create
 from lib.optimizers.spam import Spam
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model():
