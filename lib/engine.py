@@ -203,6 +203,15 @@ class Trainer:
         perplexity = (math.exp(loss) if loss < 700 else None) if self.task.metric == "perplexity" else None
         return {"test_loss": loss, "accuracy": accuracy, "perplexity": perplexity}
 
+    def _log_initial_quality(self) -> None:
+        """Iteration-based runs log the untrained model's validation loss: the baseline a
+        reader compares the falling loss with."""
+        rng = capture_rng()
+        quality = self._evaluate()
+        restore_rng(rng)
+        ppl = f" (perplexity {quality['perplexity']:.1f})" if quality["perplexity"] else ""
+        self.log(f"step 0: validation loss {quality['test_loss']:.4f}{ppl} at initialization")
+
     def _probe(self) -> dict:
         """Seconds per optimizer step and per evaluation, measured on a throwaway copy of the start."""
         snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -294,6 +303,9 @@ class Trainer:
         quality = f"acc {r['accuracy']:.2f}%" if r["accuracy"] is not None else f"ppl {r['perplexity'] or float('inf'):.2f}"
         train = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
         speed = f"{r['samples_per_s']:.0f} samples/s" if r["samples_per_s"] else ""
+        tokens = getattr(self.task, "tokens_per_sample", None)
+        if speed and tokens:
+            speed += f" ({r['samples_per_s'] * tokens:.0f} tokens/s)"
         return (f"{where} | train {train} test {r['test_loss']:.4f} {quality} | sparsity "
                 f"{100 * r['sparsity']:.1f}% | lr {r['lr']:.3g} | {speed}")
 
@@ -402,6 +414,8 @@ class Trainer:
             self.log(f"run {hp['run_id']}: {hp['total_steps']} steps of {hp['batch_size']} x {hp['grad_acc']} x "
                      f"{hp['world_size']} = {hp['effective_batch']} samples on {hp['device']}"
                      + (f" ({hp['steps_per_epoch']} steps/epoch)" if hp["epoch_based"] else ""))
+            if not hp["epoch_based"]:
+                self._log_initial_quality()
         if self.main:
             rundir.write_status(self.run_dir, rundir.RUNNING, step=step)
         self.done = step
