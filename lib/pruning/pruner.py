@@ -175,12 +175,17 @@ class Pruner:
         self.overshoot += cut.overshoot
         if cut.needs_pass():
             self._prune_pass(src, cut, pruned, ledger)
-        else:
-            for (i, a), pos in cut.drop.items():
-                self.rep.prune_at(js[i], pos + a)
-                pruned[(i, a)] = pruned.get((i, a), 0) + pos.numel()
+        # committed or re-pruned chunks give the counts; with neither, below tau everything
+        # was pruned already
+        dead = [0] * len(js) if pruned else [self.dead[j] for j in js]
+        for (i, _), c in pruned.items():
+            dead[i] += c
+        if not cut.needs_pass():
+            for i, pos in cut.drop_flat.items():  # the band's losers, one index pass per tensor
+                self.rep.prune_at(js[i], pos)
+                dead[i] += pos.numel()
         for i, j in enumerate(js):
-            self.dead[j] = sum(c for (k, _), c in pruned.items() if k == i) if pruned else self.dead[j]
+            self.dead[j] = dead[i]
 
     def _prune_pass(self, src, cut, pruned, ledger):
         """Prune key < tau, the band's drops and the ties, chunk by chunk (recomputing keys)."""

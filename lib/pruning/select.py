@@ -23,12 +23,15 @@ update ends `overshoot` weights short (reported, and far inside the SPEC's 0.1% 
 Without commit, a missed bracket is narrowed by counts, bisecting the float order when
 the band would not fit in memory.
 
-Speed notes (CPU): comparisons written into float buffers and float sums run several
-times faster than bool masks with count_nonzero/masked_select, whose per-element
-branches mispredict on random masks; see also `positions`.
+Speed notes (CPU): torch's comparisons written into float buffers and float sums run
+several times faster than its bool masks with count_nonzero/masked_select, whose
+per-element branches mispredict on random masks; numpy's bool comparisons, counts and
+flatnonzero are faster still on a chunk in cache, so the counting pass uses them on
+CPU (torch's float flags only for the commit) and `positions` elsewhere.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -49,16 +52,30 @@ class NeedExact(Exception):
 
 @dataclass
 class Cut:
-    """Prune every live position with key < tau, the positions in drop[(j, a)] (chunk-local),
-    and the first ties[(j, a)] positions with key == tau in chunk (j, a); or every live
-    position when prune_all. Everything below `committed` is pruned already."""
+    """Prune every live position with key < tau, the positions drop_flat[j] (ascending,
+    within tensor j), and the first ties[(j, a)] positions with key == tau in chunk (j, a);
+    or every live position when prune_all. Everything below `committed` is pruned already.
+    `drop` gives drop_flat chunk by chunk: {(j, a): chunk-local positions}."""
     tau: float = -INF
-    drop: dict = field(default_factory=dict)
+    drop_flat: dict = field(default_factory=dict)
     ties: dict = field(default_factory=dict)
     prune_all: bool = False
     passes: int = 0
     committed: float = -INF
     overshoot: int = 0
+    chunk: int = 1
+    _drop: dict = field(default=None, repr=False, compare=False)
+
+    @property
+    def drop(self) -> dict:
+        if self._drop is None:
+            self._drop = {}
+            for j, flat in self.drop_flat.items():
+                ids, counts = torch.unique_consecutive(torch.div(flat, self.chunk, rounding_mode="floor"),
+                                                       return_counts=True)
+                for c, part in zip(ids.tolist(), torch.split(flat, counts.tolist())):
+                    self._drop[(j, c * self.chunk)] = part - c * self.chunk
+        return self._drop
 
     def needs_pass(self) -> bool:
         """Whether positions below tau, or ties, remain to be pruned by a pass over the keys."""
@@ -121,14 +138,14 @@ def positions(flags: torch.Tensor) -> torch.Tensor:
     if m:
         grid = flags[:m].view(ROW, -1)
         cols = grid.sum(dim=0).nonzero().view(-1)
-        if cols.numel():
-            hit = grid.index_select(1, cols).nonzero()
-            out.append(hit[:, 0] * grid.shape[1] + cols[hit[:, 1]])
+        hit = grid.index_select(1, cols).nonzero()
+        # nonzero lists the hits row by row and the columns ascend: positions come out sorted
+        out.append(cols.index_select(0, hit[:, 1]).add_(hit[:, 0], alpha=grid.shape[1]))
     if n > m:
-        out.append(flags[m:].nonzero().view(-1) + m)
+        out.append(flags[m:].nonzero().view(-1) + m)  # the tail comes after the grid
     if not out:
         return torch.zeros(0, dtype=torch.long, device=flags.device)
-    return torch.cat(out).sort().values
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def _prime_at_least(n: int) -> int:
@@ -179,40 +196,66 @@ def _bracket(source, keep, alive, *, sample_size, z_lo, z_hi, generator, ledger)
 
 
 def _count(source, lo, hi, cap, ledger, commit=None):
-    """#keys > hi, #keys in [lo, hi], [(j, a, #band keys)], and [(j, a, positions, keys)]
-    of the band (None when it holds more than `cap` keys). With `commit`, every position
-    with key < lo is pruned on the way: commit(j, a, b, keep, n_pruned), keep 1.0 / 0.0."""
-    n_gt = n_band = 0
+    """#keys > hi, #keys in [lo, hi], #keys < lo, [(j, a, #band keys)], [(j, a, positions
+    in tensor j, keys)] of the band (None when it holds more than `cap` keys), and the
+    bytes the band holds in `ledger` (the caller frees them). With `commit`, every position
+    with key < lo is pruned on the way: commit(j, a, b, keep, n_pruned), keep 1.0 / 0.0.
+    A NaN key would count as below lo."""
+    n_gt = n_band = n_below = 0
     per_chunk, band = [], []
     held = 0
     dev = None
     for j, a, b in chunks(source):
         n = b - a
         ledger.hold(n * CHUNK_WORK_BYTES)
-        key, spare = source.keys(j, a, b)
+        key, _ = source.keys(j, a, b)
         if dev != key.device:
             dev = key.device
-            ge = torch.empty(source.chunk, device=dev)
-        ge_n = torch.ge(key, lo, out=ge[:n])
-        le_n = torch.le(key, hi, out=spare)
-        n_le, n_ge = count(le_n), count(ge_n)
-        n_gt += n - n_le  # keys are never NaN: pruned ones are at the floor
+            use_np = dev.type == "cpu" and key.dtype == torch.float32
+            if use_np:
+                import numpy as np
+                ge_buf, gt_buf = np.empty(source.chunk, dtype=bool), np.empty(source.chunk, dtype=bool)
+                keep_buf = torch.empty(source.chunk, device=dev)
+            else:
+                flag_buf = torch.empty(2 * source.chunk, device=dev)
+        if use_np:
+            # numpy compares into bool arrays, counts them and lists a sparse one's ones
+            # several times faster than torch does on the CPU (one thread, and the chunk
+            # is in cache); the kept flags the commit needs stay float
+            kn = key.numpy()
+            ge, gt = np.greater_equal(kn, lo, out=ge_buf[:n]), np.greater(kn, hi, out=gt_buf[:n])
+            c_ge, c_gt = int(np.count_nonzero(ge)), int(np.count_nonzero(gt))
+            keep = torch.ge(key, lo, out=keep_buf[:n]) if commit is not None else None
+        else:
+            flags = flag_buf[:2 * n].view(2, n)
+            keep = torch.ge(key, lo, out=flags[0])
+            torch.gt(key, hi, out=flags[1])
+            c_ge, c_gt = (int(c) for c in flags.sum(dim=1).tolist())
+        n_gt += c_gt
+        n_below += n - c_ge
         if commit is not None:
-            commit(j, a, b, ge_n, n - n_ge)
-        nb = n_ge + n_le - n  # each key is >= lo, <= hi, or both
+            commit(j, a, b, keep, n - c_ge)
+        nb = c_ge - c_gt  # each key > hi is >= lo too
         if nb:
             n_band += nb
             per_chunk.append((j, a, nb))
             if band is not None and n_band <= cap:
-                pos = positions(ge_n.mul_(le_n))
-                band.append((j, a, pos, key[pos]))
+                if use_np:
+                    idx = np.flatnonzero(np.greater(ge, gt, out=ge))
+                    val = torch.from_numpy(kn[idx])
+                    idx += a
+                    pos = torch.from_numpy(idx)
+                else:
+                    pos = positions(flags[0].sub_(flags[1]))  # the commit is done with them
+                    val = key.index_select(0, pos)
+                    pos.add_(a)
+                band.append((j, a, pos, val))  # positions within tensor j
                 held += pos.numel() * 12
                 ledger.hold(pos.numel() * 12)
             else:
                 band = None
         ledger.free(n * CHUNK_WORK_BYTES)
-    ledger.free(held)
-    return n_gt, n_band, per_chunk, band
+    return n_gt, n_band, n_below, per_chunk, band, held
 
 
 def _first(per_chunk, drop) -> dict:
@@ -226,28 +269,40 @@ def _first(per_chunk, drop) -> dict:
     return ties
 
 
-def _resolve(band, n_band, r, lo) -> Cut:
+def _resolve(band, n_band, r, lo, chunk, ledger) -> Cut:
     """Keep the r largest band keys (0 <= r <= n_band), ties broken by position."""
-    cut = Cut(tau=lo)  # every key below the band goes
+    cut = Cut(tau=lo, chunk=chunk)  # every key below the band goes
     if r == n_band:
         return cut
-    allv = torch.cat([v for _, _, _, v in band])
-    if r == 0:
-        cut.drop = {(j, a): pos for j, a, pos, _ in band}
-        return cut
-    tau = torch.kthvalue(allv, n_band - r + 1).values  # the r-th largest: the smallest kept
-    greater = int(torch.count_nonzero(allv > tau))
-    equal = int(torch.count_nonzero(allv == tau))
-    ties = equal - (r - greater)  # equal keys that go: the first ones in position order
-    for j, a, pos, v in band:
-        goes = v < tau
-        if ties > 0:
-            eq = (v == tau).nonzero().view(-1)[:ties]  # positions are ascending within a chunk
-            goes[eq] = True
-            ties -= eq.numel()
-        if bool(goes.any()):
-            cut.drop[(j, a)] = pos[goes]
+    # the keys, their partition's copy, flags, then the drops (at most the band's positions)
+    ledger.hold(n_band * 18)
+    goes = None
+    if r > 0:
+        allv = torch.cat([v for _, _, _, v in band])  # in position order: chunks, then ascending
+        tau = _quantiles(allv, [n_band - r + 1])[0]  # the r-th largest: the smallest kept
+        greater = int(torch.count_nonzero(allv > tau))
+        eq = allv == tau
+        ties = int(torch.count_nonzero(eq)) - (r - greater)  # equal keys that go: the first ones
+        goes = torch.lt(allv, tau, out=eq) if ties <= 0 else _goes_with_ties(allv, tau, eq, ties)
+        del allv, eq
+    at = 0
+    for j, group in itertools.groupby(band, key=lambda e: e[0]):  # a tensor's chunks are adjacent
+        pos = [e[2] for e in group]
+        pos = pos[0] if len(pos) == 1 else torch.cat(pos)
+        if goes is not None:
+            at, pos = at + pos.numel(), pos[goes[at:at + pos.numel()]]
+        if pos.numel():
+            cut.drop_flat[j] = pos
+    ledger.free(n_band * 18)
     return cut
+
+
+def _goes_with_ties(allv, tau, eq, ties):
+    """allv < tau, and the first `ties` positions of allv == tau (`eq`, reused)."""
+    first = eq.nonzero().view(-1)[:ties]
+    goes = torch.lt(allv, tau, out=eq)
+    goes[first] = True
+    return goes
 
 
 def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19, z=3.0, z_commit=6.0,
@@ -276,10 +331,14 @@ def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19
         # prune now; never at the floor, where live weights may score exactly 0
         safe = lo > first and (lo == low or (optimistic and passes == 1))
         this_commit = commit if commit is not None and safe else None
-        n_gt, n_band, per_chunk, band = _count(source, lo, hi, cap, ledger, this_commit)
+        n_gt, n_band, n_below, per_chunk, band, held = _count(source, lo, hi, cap, ledger, this_commit)
         if this_commit is not None:
             committed = max(committed, lo)
+        # what lies below lo is pruned already when it is all dead: no pass needed for it
+        settled = max(committed, lo) if n_below == total - alive else committed
         r = keep - n_gt
+        if band is None or not 0 <= r <= n_band:
+            ledger.free(held)  # the band is not resolved: dropped
         if r > n_band and committed >= lo:  # the threshold was below the committed bracket
             return Cut(tau=lo, passes=passes, committed=committed, overshoot=r - n_band)
         if r > n_band and lo <= first and source.floor > -INF:
@@ -293,13 +352,14 @@ def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19
             high = next_down(lo)
             lo, hi = low, high
         elif band is None and lo == hi:  # one value, many ties: counts suffice
-            return Cut(tau=lo, ties=_first(per_chunk, n_band - r), passes=passes, committed=committed)
+            return Cut(tau=lo, ties=_first(per_chunk, n_band - r), passes=passes, committed=settled)
         elif band is None:  # inside, but too many keys to hold: bisect the float order
             low, high = lo, hi
             lo = min(_from_ordered((_ordered(lo) + _ordered(min(hi, FMAX))) // 2 + 1), hi)
         else:
-            cut = _resolve(band, n_band, r, lo)
-            cut.passes, cut.committed = passes, committed
+            cut = _resolve(band, n_band, r, lo, source.chunk, ledger)
+            ledger.free(held)
+            cut.passes, cut.committed = passes, settled
             return cut
     raise RuntimeError("pruning threshold search did not converge; the scores are not finite numbers "
                        "(check the weights and the optimizer state for NaN)")
