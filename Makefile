@@ -69,8 +69,9 @@ bench-lenet5: $(STAMP) ## LeNet-5 epoch and run time on this machine
 bench-gpt2: $(STAMP) ## GPT-2 training throughput on this machine
 	$(PY) scripts/bench_gpt2.py $(ARGS)
 
-test: $(STAMP) ## Run the fast test suite
-	$(PY) -m pytest -q
+# CI (CI=true) has the time for the slow tests too.
+test: $(STAMP) ## Run the fast test suite (and the slow ones under CI)
+	$(PY) -m pytest -q $(if $(CI),-m "slow or not slow")
 
 test-slow: $(STAMP) ## Run every test, slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"

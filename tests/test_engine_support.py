@@ -16,7 +16,7 @@ from test_matrix.expand import expand
 
 # 2 x 62 steps, ramp 21..93, constant LR so that records can be checked against it
 FAST = dict(LENET5_EPOCHS=2, PRUNING_WARMUP=20, PRUNING_FREQUENCY=10, LENET5_LEARNING_RATE=1e-3,
-            LR_SCHEDULE_CONSTANT=True, LR_SCHEDULE_COSINE=False)
+            LR_SCHEDULE_CONSTANT=True, LR_SCHEDULE_COSINE=False, LR_WARMUP_EPOCHS=0)
 
 
 def lenet_spec(**changes):
