@@ -16,6 +16,7 @@ SPARSITY_LEVELS = (50, 70, 80, 90, 95, 99)
 
 # bitter2 trains 1.21x as many steps as the others (SPEC): the one unequal-budget variant.
 UNEQUAL_BUDGET = {"bitter2": 1.21}
+GPT2_124M_SHAPE = (12, 12, 768, 1024)  # n_layer, n_head, n_embd, block_size
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,15 @@ class RunSpec:
         return self.budget_factor != 1.0
 
     @property
+    def model_tag(self) -> str:
+        """The model as run IDs name it: a GPT-2 other than 124M is "gpt2tiny", so that a tiny
+        CPU run and a 124M run never share a run directory."""
+        shape = tuple(self.model_options.get(k) for k in ("n_layer", "n_head", "n_embd", "block_size"))
+        return "gpt2tiny" if self.model == "gpt2" and shape != GPT2_124M_SHAPE else self.model
+
+    @property
     def run_id(self) -> str:
-        parts = [self.model, self.optimizer]
+        parts = [self.model_tag, self.optimizer]
         if self.variant:
             parts.append(self.variant)
         parts.append(self.pruning)
@@ -96,7 +104,7 @@ def _model_values(cfg, model: str) -> dict:
                             "augment": cfg.RESNET_AUGMENT,
                             "stem": "imagenet" if (model == "resnet50" and cfg.RESNET50_STEM_IMAGENET) else "cifar"}}
     if model == "gpt2":
-        size = ({"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024} if cfg.GPT2_SIZE_124M else
+        size = (dict(zip(("n_layer", "n_head", "n_embd", "block_size"), GPT2_124M_SHAPE)) if cfg.GPT2_SIZE_124M else
                 {"n_layer": cfg.GPT2_TINY_N_LAYER, "n_head": cfg.GPT2_TINY_N_HEAD,
                  "n_embd": cfg.GPT2_TINY_N_EMBD, "block_size": cfg.GPT2_TINY_BLOCK_SIZE})
         dataset = ("finewebedu" if cfg.GPT2_DATASET_FINEWEBEDU else

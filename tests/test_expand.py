@@ -111,3 +111,10 @@ def test_fairness_check_catches_a_different_ramp_or_budget():
     assert any("budget" in p for p in fairness_problems(longer))
     sneaky = [dataclasses.replace(runs[2], budget_factor=1.5)] + runs[3:]
     assert any("budget factor" in p for p in fairness_problems(sneaky))
+
+
+def test_tiny_and_full_size_gpt2_runs_never_share_a_directory():
+    tiny = expand(from_defconfig("gpt2-tiny-cpu"))
+    full = expand(from_defconfig("gpt2-finewebedu-bitter7"))
+    assert [r.run_id for r in tiny] == ["gpt2tiny-adamwprune-bitter7-state-s50-seed1"]
+    assert [r.run_id for r in full] == ["gpt2-adamwprune-bitter7-state-s50-seed1"]
