@@ -19,8 +19,8 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from gpt2 import data  # noqa: E402
-from gpt2.data import tokenizers  # noqa: E402
+from gpt2 import corpus  # noqa: E402
+from gpt2.corpus import tokenizers  # noqa: E402
 from gpt2.model import GPT, config_from_options  # noqa: E402
 from lib.task import BadInput, Task  # noqa: E402
 
@@ -34,7 +34,7 @@ class GPT2Task(Task):
     metric = "perplexity"
     train_size = None  # iteration-based
 
-    def __init__(self, model: GPT, tokens: data.TokenData, *, eval_iters: int, device: torch.device):
+    def __init__(self, model: GPT, tokens: corpus.TokenData, *, eval_iters: int, device: torch.device):
         if eval_iters < 1:
             raise BadInput(f"GPT2_EVAL_ITERS={eval_iters} must be at least 1")
         self.model = model
@@ -99,16 +99,16 @@ def build_task(spec, ctx) -> GPT2Task:
     options = spec.model_options
     dataset, tokenizer = options.get("dataset"), options.get("tokenizer")
     try:
-        directory = data.shard_dir(ctx.data_dir, dataset, tokenizer)
+        directory = corpus.shard_dir(ctx.data_dir, dataset, tokenizer)
         if dataset == "generated" and ctx.is_main:
             # Cheap, deterministic and offline: no reason to make the user run a step first.
-            data.prepare({**options, "text_dir": None}, ctx.data_dir, log=ctx.log)
-        tokens = data.TokenData(directory, int(options["block_size"]),
+            corpus.prepare({**options, "text_dir": None}, ctx.data_dir, log=ctx.log)
+        tokens = corpus.TokenData(directory, int(options["block_size"]),
                                 vocab_size=tokenizers.vocab_size(tokenizer))
         _note_recipe_drift(tokens.meta, {**options, "val_fraction": float(options.get("val_fraction") or 0)},
                            directory, ctx.log)
         model = GPT(config_from_options(options, tokens.vocab_size))
-    except data.ERRORS as err:
+    except corpus.ERRORS as err:
         raise BadInput(str(err)) from None
     except ValueError as err:  # impossible model sizes
         raise BadInput(str(err)) from None

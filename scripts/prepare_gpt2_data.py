@@ -12,8 +12,8 @@ if __name__ == "__main__":
     # As a script, sys.path[0] is scripts/ (whose test_matrix.py would shadow the package).
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from gpt2 import data  # noqa: E402
-from gpt2.data.build import DEFAULT_SHARD_TOKENS  # noqa: E402
+from gpt2 import corpus  # noqa: E402
+from gpt2.corpus.build import DEFAULT_SHARD_TOKENS  # noqa: E402
 from lib import config as lib_config  # noqa: E402
 from lib import runspec  # noqa: E402
 
@@ -51,9 +51,9 @@ def main(argv=None) -> int:
         spec = runspec.build(cfg, model="gpt2", optimizer="adamw", pruning="none", variant=None,
                              sparsity=0.0, seed=cfg.SEED)
         options = {**spec.model_options, "text_dir": text_dir(spec.model_options)}
-        data.prepare(options, data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
+        corpus.prepare(options, data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
                      bpe_dir=args.bpe_dir)
-    except (lib_config.ConfigError, *data.ERRORS) as err:
+    except (lib_config.ConfigError, *corpus.ERRORS) as err:
         print(f"prepare-gpt2-data: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

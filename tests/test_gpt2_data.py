@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from gpt2 import generated_text
-from gpt2.data import DataError, TokenData, TokenizerError, get_tokenizer, prepare, read_meta, shard_dir
-from gpt2.data import shards, tokenizers
-from gpt2.data.shards import HEADER_BYTES, ShardError, open_shard, read_header, write_shard
+from gpt2.corpus import DataError, TokenData, TokenizerError, get_tokenizer, prepare, read_meta, shard_dir
+from gpt2.corpus import shards, tokenizers
+from gpt2.corpus.shards import HEADER_BYTES, ShardError, open_shard, read_header, write_shard
 
 GENERATED = dict(dataset="generated", tokenizer="byte", token_budget=30_000, val_fraction=0.05)
 
@@ -142,7 +142,7 @@ def test_prepare_local_text(tmp_path):
 
 
 def test_prepare_bad_options(tmp_path):
-    from gpt2.data import PrepareError, SourceError
+    from gpt2.corpus import PrepareError, SourceError
 
     with pytest.raises(PrepareError, match="GPT2_VAL_FRACTION"):
         prepare({**GENERATED, "val_fraction": 0.0}, tmp_path, log=quiet)

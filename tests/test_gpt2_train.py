@@ -136,7 +136,7 @@ def test_missing_shards_fail_with_make_hint(tmp_path):
 
 def test_damaged_shard_fails_the_run(tmp_path):
     spec = gpt2_spec(tmp_path)
-    from gpt2.data import prepare, shard_dir
+    from gpt2.corpus import prepare, shard_dir
 
     opts = {**spec.model_options, "text_dir": None}
     prepare(opts, tmp_path / "data", log=lambda _line: None)

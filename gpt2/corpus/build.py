@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from gpt2.data import sources, tokenizers
-from gpt2.data.shards import ShardWriter
+from gpt2.corpus import sources, tokenizers
+from gpt2.corpus.shards import ShardWriter
 
 FORMAT = 1
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB files

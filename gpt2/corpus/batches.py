@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt2.data.build import META, VAL, read_meta
-from gpt2.data.shards import ShardError, open_shard
+from gpt2.corpus.build import META, VAL, read_meta
+from gpt2.corpus.shards import ShardError, open_shard
 
 MAKE = "run `make prepare-gpt2-data`"
 
