@@ -254,7 +254,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "step": step, "best": self.best, "rng": capture_rng(), "run_id": self.hp["run_id"],
-                "clock": {"elapsed": self._elapsed(), "train_time": self.train_time, "samples": self.samples},
+                "clock": {"elapsed": self._elapsed(), "train_time": self.train_time},
                 "interval": dict(self.interval), "fingerprint": fingerprint(self.hp)}
 
     def _save_last(self, step: int) -> None:
@@ -273,9 +273,10 @@ class Trainer:
                   "train_loss": interval["loss_sum"] / interval["steps"] if interval["steps"] else None,
                   **quality, "sparsity": float(self.optimizer.sparsity()), "lr": lr,
                   "wall_time": self._elapsed(),
-                  "samples_per_s": interval["samples"] / interval["train_time"] if interval["train_time"] > 0 else None,
+                  "samples_per_s": (interval["steps"] * self.hp["effective_batch"] / interval["train_time"]
+                                    if interval["train_time"] > 0 else None),
                   "memory_bytes": peak_memory_bytes(self.device)}
-        self.interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "train_time": 0.0}
+        self.interval = {"loss_sum": 0.0, "steps": 0, "train_time": 0.0}
         self.last_record = record
         if self.main:
             rundir.append_metrics(self.run_dir, record)
@@ -330,7 +331,8 @@ class Trainer:
                 "unequal_budget": spec.budget_factor != 1.0, "metric": self.task.metric, "final": final,
                 "best": self.best, "achieved_sparsity": float(opt.sparsity()), "params": params, "memory": memory,
                 "device_peak_memory_bytes": peak_memory_bytes(self.device), "total_time_s": self._elapsed(),
-                "steps": step, "samples_per_s": self.samples / self.train_time if self.train_time > 0 else None}
+                "steps": step,
+                "samples_per_s": step * self.hp["effective_batch"] / self.train_time if self.train_time > 0 else None}
 
     def _finish_files(self, step: int) -> None:
         if not self.main:
@@ -378,12 +380,12 @@ class Trainer:
         self.session_start = time.perf_counter()
         reset_peak_memory(self.device)
         self.best, self.last_record = None, None
-        self.interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "train_time": 0.0}
+        self.interval = {"loss_sum": 0.0, "steps": 0, "train_time": 0.0}
         if payload is not None:
             step = int(payload["step"])
             self.best, self.interval = payload["best"], dict(payload["interval"])
             clock = payload["clock"]
-            self.elapsed_before, self.train_time, self.samples = clock["elapsed"], clock["train_time"], clock["samples"]
+            self.elapsed_before, self.train_time = clock["elapsed"], clock["train_time"]
             restore_rng(payload["rng"])
             records = rundir.read_metrics(self.run_dir)
             if self.main:
@@ -392,7 +394,7 @@ class Trainer:
             self.last_record = kept[-1] if kept else None
             self.log(f"resuming {hp['run_id']} from {self.run_dir / rundir.LAST} at step {step}/{hp['total_steps']}")
         else:
-            step, self.elapsed_before, self.train_time, self.samples = 0, 0.0, 0.0, 0
+            step, self.elapsed_before, self.train_time = 0, 0.0, 0.0
             if self.main:
                 checkpoint.remove_stale_temporaries(self.run_dir)
                 for name in (rundir.METRICS, rundir.SUMMARY, rundir.BEST, rundir.CURVES):
@@ -463,10 +465,8 @@ class Trainer:
             step += 1
             self.done = step
             self.train_time += spent
-            self.samples += hp["effective_batch"]
             self.interval["loss_sum"] += value
             self.interval["steps"] += 1
-            self.interval["samples"] += hp["effective_batch"]
             self.interval["train_time"] += spent
             bar.update(1)
             if not bar.disable and (bar.n % 10 == 0 or step % span == 0):
