@@ -93,7 +93,7 @@ def gpu_row(gpu: GPU) -> tuple[int, str]:
                    f"{ref[2]} per {ref[1]:g} GiB, power of two)")
 
 
-def _largest_divisor_at_most(n: int, cap: int) -> int:
+def largest_divisor_at_most(n: int, cap: int) -> int:
     for b in range(min(n, cap), 0, -1):
         if n % b == 0:
             return b
@@ -146,7 +146,7 @@ def auto_hyperparams(model: str, gpus: list[GPU], *, compile: bool = True,
     if want > share:
         notes.append(f"capped at {share} per process")
         want = share
-    batch = _largest_divisor_at_most(share, want)
+    batch = largest_divisor_at_most(share, want)
     if batch != want:
         notes.append(f"{want} does not divide {share}, largest divisor below is {batch}")
     grad_acc = share // batch

@@ -30,13 +30,6 @@ from lib.lr_schedule import check as check_lr
 from lib.task import BadInput
 
 
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    for b in range(min(n, cap), 0, -1):
-        if n % b == 0:
-            return b
-    return 1
-
-
 def batch_plan(spec, *, world_size: int, device_type: str, compile: bool, gpus=None, printer=print) -> dict:
     """batch_size, grad_acc (per process) and effective batch for this run."""
     b = spec.batch
@@ -59,7 +52,7 @@ def batch_plan(spec, *, world_size: int, device_type: str, compile: bool, gpus=N
         raise BadInput(f"MANUAL effective batch {batch} x {acc} = {effective} cannot be split over "
                        f"{world_size} DDP processes; make BATCH_SIZE x GRAD_ACC a multiple of {world_size}")
     share = effective // world_size
-    per_batch = _largest_divisor_at_most(share, batch)
+    per_batch = hwdetect.largest_divisor_at_most(share, batch)
     reason = f"MANUAL {batch} x {acc}"
     if world_size > 1:
         reason += f" split over {world_size} processes"
@@ -212,10 +205,6 @@ def unchanged(saved: dict, current: dict) -> str | None:
         if saved.get(key) != current.get(key):
             return key
     return None
-
-
-def total_samples(hp: dict) -> int:
-    return hp["total_steps"] * hp["effective_batch"]
 
 
 def epochs_done(hp: dict, step: int) -> float | None:
