@@ -104,7 +104,7 @@ def build_task(spec, ctx) -> GPT2Task:
             # Cheap, deterministic and offline: no reason to make the user run a step first.
             corpus.prepare({**options, "text_dir": None}, ctx.data_dir, log=ctx.log)
         tokens = corpus.TokenData(directory, int(options["block_size"]),
-                                vocab_size=tokenizers.vocab_size(tokenizer))
+                                  vocab_size=tokenizers.vocab_size(tokenizer))
         _note_recipe_drift(tokens.meta, {**options, "val_fraction": float(options.get("val_fraction") or 0)},
                            directory, ctx.log)
         model = GPT(config_from_options(options, tokens.vocab_size))
