@@ -12,7 +12,6 @@ if __name__ == "__main__":
     # test_matrix package: look in the project root instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lib import config as lib_config  # noqa: E402
 from test_matrix import single, sweep  # noqa: E402
 from test_matrix.expand import expand  # noqa: E402
 
@@ -22,8 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="single run: start over, ignoring its checkpoints")
     parser.add_argument("--force", action="store_true", help="single run: run again even if it completed")
     args = parser.parse_args(argv)
-    try:
-        cfg = lib_config.load()
+
+    def body(cfg):
         runs = expand(cfg)
         if len(runs) == 1:
             flags = [f for f, on in (("--fresh", args.fresh), ("--force", args.force)) if on]
@@ -32,12 +31,7 @@ def main(argv=None) -> int:
             raise sweep.SweepRefused("FRESH/FORCE apply to single runs; a sweep keeps its finished runs. To start "
                                      "a sweep over, set another TEST_MATRIX_RESULTS_DIR")
         return sweep.run(cfg)
-    except (lib_config.ConfigError, sweep.SweepRefused) as exc:
-        print(f"make: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("make: interrupted; finished runs are kept, 'make' again resumes", file=sys.stderr)
-        return 130
+    return sweep.main("make", "'make' again resumes", body)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ if __name__ == "__main__":
     # test_matrix package: look in the project root instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lib import config as lib_config  # noqa: E402
 from test_matrix import sweep  # noqa: E402
 
 
@@ -20,16 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and estimated time; run nothing")
     parser.add_argument("--rerun", metavar="WHICH", help="'failed': rerun only the failed runs")
     args = parser.parse_args(argv)
-    try:
-        cfg = lib_config.load()
-        return sweep.run(cfg, rerun=args.rerun, dry_run=args.dry_run)
-    except (lib_config.ConfigError, sweep.SweepRefused) as exc:
-        print(f"test-matrix: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("test-matrix: interrupted; finished runs are kept, 'make test-matrix' resumes the rest",
-              file=sys.stderr)
-        return 130
+    return sweep.main("test-matrix", "'make test-matrix' resumes the rest",
+                      lambda cfg: sweep.run(cfg, rerun=args.rerun, dry_run=args.dry_run))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,18 @@ class SweepRefused(Exception):
     """Bad input or a results directory the sweep must not touch; one line says why and what to do."""
 
 
+def main(prefix: str, resume_hint: str, body) -> int:
+    """An entry point: body(config) with bad input (exit 2) and Ctrl-C (exit 130) as one line each."""
+    try:
+        return body(lib_config.load())
+    except (lib_config.ConfigError, SweepRefused) as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; finished runs are kept, {resume_hint}", file=sys.stderr)
+        return 130
+
+
 def resolve(path: str | Path) -> Path:
     """Config paths are relative to the project root, where .config lives."""
     path = Path(path)

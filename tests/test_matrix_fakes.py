@@ -9,11 +9,15 @@ variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_HANG (never ends), 
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import sys
 import textwrap
 from pathlib import Path
 
 from lib import config as lib_config
+
+LOAD = lib_config.load  # the real loader, before tests point it at their own files
 
 FAKE_ENGINE = textwrap.dedent('''
     import json, os, sys, time
@@ -113,3 +117,16 @@ LENET_COMPARE = """
     CONFIG_TEST_MATRIX_SEEDS=2
     CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
 """
+
+
+def load_script(name):
+    """scripts/<name>.py as a module, for calling its main()."""
+    spec = importlib.util.spec_from_file_location(f"knlp_script_{name}", lib_config.ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def use_config(monkeypatch, path):
+    """Make lib.config.load() (what the scripts call) read `path` instead of the project's .config."""
+    monkeypatch.setattr(lib_config, "load", functools.partial(LOAD, path))

@@ -1,38 +1,22 @@
 """The entry points: `make` (scripts/run.py) and `make test-matrix` (scripts/test_matrix.py)."""
-import functools
-import importlib.util
 import io
 
-from lib import config as lib_config
 from lib import rundir
 from test_matrix import single
 from test_matrix.expand import expand
-from test_matrix_fakes import LENET_COMPARE, fake_engine, write_config
-
-LOAD = lib_config.load  # the real loader, before tests point it at their own files
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"knlp_script_{name}", lib_config.ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def use_config(script, monkeypatch, path):
-    monkeypatch.setattr(script.lib_config, "load", functools.partial(LOAD, path))
+from test_matrix_fakes import LENET_COMPARE, fake_engine, load_script, use_config, write_config
 
 
 def test_missing_config_and_bad_rerun_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     write_config(tmp_path, LENET_COMPARE, name="sweep.config")
     for name in ("test_matrix", "run"):
         script = load_script(name)
-        use_config(script, monkeypatch, tmp_path / ".config")
+        use_config(monkeypatch, tmp_path / ".config")
         assert script.main([]) == 2
         err = capsys.readouterr().err
         assert "make defconfig-NAME" in err and len(err.strip().splitlines()) == 1
     script = load_script("test_matrix")
-    use_config(script, monkeypatch, tmp_path / "sweep.config")
+    use_config(monkeypatch, tmp_path / "sweep.config")
     assert script.main(["--rerun", "all"]) == 2
     assert "use RERUN=failed" in capsys.readouterr().err
 
@@ -40,7 +24,7 @@ def test_missing_config_and_bad_rerun_are_one_line_and_exit_2(tmp_path, monkeypa
 def test_dry_run_through_the_script(tmp_path, monkeypatch, capsys):
     write_config(tmp_path, LENET_COMPARE, name="sweep.config")
     script = load_script("test_matrix")
-    use_config(script, monkeypatch, tmp_path / "sweep.config")
+    use_config(monkeypatch, tmp_path / "sweep.config")
     assert script.main(["--dry-run"]) == 0
     assert "8 runs" in capsys.readouterr().out and not (tmp_path / "results").exists()
 
@@ -48,7 +32,7 @@ def test_dry_run_through_the_script(tmp_path, monkeypatch, capsys):
 def test_fresh_is_refused_for_a_sweep(tmp_path, monkeypatch, capsys):
     write_config(tmp_path, LENET_COMPARE, name="sweep.config")
     script = load_script("run")
-    use_config(script, monkeypatch, tmp_path / "sweep.config")
+    use_config(monkeypatch, tmp_path / "sweep.config")
     assert script.main(["--fresh"]) == 2
     assert "FRESH/FORCE apply to single runs" in capsys.readouterr().err
 

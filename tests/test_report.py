@@ -1,6 +1,4 @@
 """The report: numbers equal a hand computation from the runs' summary.json files."""
-import functools
-import importlib.util
 import io
 import json
 import math
@@ -9,13 +7,10 @@ import statistics
 import pandas as pd
 import pytest
 
-from lib import config as lib_config
 from lib import rundir
 from test_matrix import plan as plan_file, report
 from test_matrix.expand import config_id, expand
-from test_matrix_fakes import LENET_COMPARE, write_config
-
-LOAD = lib_config.load  # the real loader, before tests point it at their own files
+from test_matrix_fakes import LENET_COMPARE, load_script, use_config, write_config
 
 # final accuracy of each run by configuration, per seed (None: that seed failed)
 FINAL = {"lenet5-adamw-none": [98.0, 99.0], "lenet5-adamw-magnitude-s90": [97.1, 96.5],
@@ -139,18 +134,11 @@ def test_a_directory_without_a_plan_reports_every_run(tmp_path):
     assert "no matrix.json here" in text and len(pd.read_csv(results / "runs.csv")) == 8
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"knlp_script_{name}", lib_config.ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_report_script_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     script = load_script("report")
     assert script.main([str(tmp_path / "nowhere")]) == 2
     assert "no such results directory" in capsys.readouterr().err
-    monkeypatch.setattr(script.lib_config, "load", functools.partial(LOAD, tmp_path / ".config"))
+    use_config(monkeypatch, tmp_path / ".config")
     assert script.main([]) == 2
     err = capsys.readouterr().err
     assert "make defconfig-NAME" in err and len(err.strip().splitlines()) == 1
@@ -159,7 +147,7 @@ def test_report_script_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, c
 def test_report_script_writes_the_report(tmp_path, monkeypatch, capsys):
     _cfg, results = make_results(tmp_path)
     script = load_script("report")
-    monkeypatch.setattr(script.lib_config, "load", functools.partial(LOAD, tmp_path / ".config"))
+    use_config(monkeypatch, tmp_path / ".config")
     assert script.main([str(results)]) == 0
     assert "report.md" in capsys.readouterr().out
     assert json.loads((results / "matrix.json").read_text())["version"] == 1
