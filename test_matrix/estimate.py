@@ -36,12 +36,11 @@ def history(dirs) -> list[tuple[dict, float]]:
     found = []
     for root in dirs:
         for run in plan_file.run_dirs(root):
-            status = rundir.read_status(run)
-            summary = rundir.read_json(run / rundir.SUMMARY)
-            spec = rundir.read_json(run / rundir.SPEC)
-            if (status or {}).get("state") != rundir.COMPLETED or not isinstance(summary, dict):
+            if (rundir.read_status(run) or {}).get("state") != rundir.COMPLETED:
                 continue
-            seconds = summary.get("total_time_s")
+            summary = rundir.read_json(run / rundir.SUMMARY)
+            seconds = summary.get("total_time_s") if isinstance(summary, dict) else None
+            spec = rundir.read_json(run / rundir.SPEC)
             if isinstance(seconds, (int, float)) and seconds > 0 and isinstance(spec, dict):
                 found.append((spec, float(seconds)))
     return found

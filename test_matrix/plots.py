@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -40,10 +39,6 @@ def method_label(row) -> str:
     if row["variant"]:
         return f"{row['optimizer']} {row['variant']}"
     return f"{row['optimizer']} {'dense' if row['pruning'] == 'none' else row['pruning']}"
-
-
-def _finite(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def metric_vs_sparsity(table: pd.DataFrame, path: Path) -> Path | None:

@@ -106,13 +106,10 @@ def fairness_notes(runs: list[results.Run]) -> list[str]:
         checks = (("pruning schedule", SCHEDULE_KEYS, [r for r in group if r.spec.get("pruning") != "none"]),
                   ("step budget", BUDGET_KEYS, [r for r in group if not r.spec.get("unequal_budget")]))
         for label, keys, members in checks:
-            values = {}
+            distinct = {}  # resolved values -> the runs that have them
             for run in members:
                 resolved = dict(run.hparams, effective_batch=_effective_batch(run.hparams))
-                values[run.run_id] = tuple(resolved.get(k) for k in keys)
-            distinct = {}
-            for run_id, value in values.items():
-                distinct.setdefault(value, []).append(run_id)
+                distinct.setdefault(tuple(resolved.get(k) for k in keys), []).append(run.run_id)
             if len(distinct) > 1:
                 shown = "; ".join(f"{', '.join(f'{k}={v}' for k, v in zip(keys, value))} in {ids[0]}"
                                   + (f" (+{len(ids) - 1})" if len(ids) > 1 else "")

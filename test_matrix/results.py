@@ -14,6 +14,7 @@ from pathlib import Path
 from lib import rundir
 from test_matrix import plan as plan_file
 from test_matrix import state as run_state
+from test_matrix.expand import config_id
 
 # The quality metric of each kind of model and which direction is better.
 HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
@@ -32,7 +33,7 @@ class Run:
 
     @property
     def config_id(self) -> str:
-        return self.run_id.rsplit("-seed", 1)[0]
+        return config_id(self)
 
 
 @dataclass
@@ -81,7 +82,8 @@ def select(results_dir: Path | str, current_specs: dict[str, dict] | None = None
             kept.append(run)
     order = {run_id: index for index, run_id in enumerate(expected)}
     kept.sort(key=lambda run: order[run.run_id])  # the plan's order: configurations stay together
-    missing = [run_id for run_id in expected if run_id not in {r.run_id for r in kept} | {e[0] for e in excluded}]
+    on_disk = {run.run_id for run in found}
+    missing = [run_id for run_id in expected if run_id not in on_disk]
     if current_specs is not None and current_specs != expected:
         extra = [i for i in current_specs if i not in expected]
         changed = [i for i in current_specs if i in expected and current_specs[i] != expected[i]]

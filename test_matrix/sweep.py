@@ -140,6 +140,10 @@ def gpus_needed(spec, gpus: list[str]) -> int:
     return max(1, int(nproc or 1))
 
 
+def _states(runs, results_dir: Path) -> dict[str, tuple[str, str | None]]:
+    return {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+
+
 def _to_run(runs, states, rerun: str | None):
     """The runs to launch now, with their launch flags."""
     todo = []
@@ -171,7 +175,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     gpus = detect_gpus(runs) if gpus is None else gpus
     executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
                         command=command, cores=cores, cwd=lib_config.ROOT)
-    states = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+    states = _states(runs, results_dir)
     todo = _to_run(runs, states, rerun)
     est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
     if dry_run:
@@ -186,7 +190,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     try:
         # Under the lock, states are final: nobody else can be writing these directories.
         runs, specs = check(cfg, results_dir)
-        states = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+        states = _states(runs, results_dir)
         todo = _to_run(runs, states, rerun)
         plan_file.write_plan(results_dir, cfg, runs)
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
@@ -204,7 +208,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
             executor.run(jobs)
         finally:
             progress.close()
-        final = {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
+        final = _states(runs, results_dir)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         lock.release()
