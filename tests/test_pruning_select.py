@@ -22,7 +22,7 @@ class ListSource:
         self.floor = floor
 
     def keys(self, j, a, b):
-        return self.t[j][a:b].clone(), torch.empty(b - a)
+        return self.t[j][a:b].clone()
 
     def sample(self, j, start, stride):
         return self.t[j][start::stride].clone()
@@ -32,7 +32,7 @@ def _apply(src, cut):
     """Positions pruned by `cut`, as one bool tensor over all tensors (what the Pruner does)."""
     out = []
     for j, a, b in chunks(src):
-        key, _ = src.keys(j, a, b)
+        key = src.keys(j, a, b)
         if cut.prune_all:
             pb = torch.ones_like(key, dtype=torch.bool)
         else:

@@ -38,6 +38,14 @@ def flat(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
+def group_of(optimizer, p):
+    """The parameter group of `optimizer` that holds `p`, or None."""
+    for g in optimizer.param_groups:
+        if any(q is p for q in g["params"]):
+            return g
+    return None
+
+
 def _bit_weights(device) -> torch.Tensor:
     global _BIT
     if _BIT is None or _BIT.device != device:
@@ -77,7 +85,13 @@ def _sink_nan(key: torch.Tensor) -> torch.Tensor:
     return key.nan_to_num_(nan=-INF, posinf=INF, neginf=-INF)
 
 
-class StateMask:
+class _Mask:
+    def count_dead(self, j) -> int:
+        d = self.dead_mask(j)
+        return 0 if d is None else int(torch.count_nonzero(d))
+
+
+class StateMask(_Mask):
     """Pruned = exp_avg_sq is +inf. No storage of its own."""
 
     kind = "state"
@@ -86,19 +100,15 @@ class StateMask:
         self.opt = optimizer
         self.params = params
 
-    def _group(self, p):
-        for g in self.opt.param_groups:
-            if any(q is p for q in g["params"]):
-                return g
-        raise ValueError("a prunable weight is in no parameter group of the optimizer")
-
     def prepare(self):
         """Give every prunable weight Adam state (as torch would at its first step), so a
         weight that never had a gradient can still carry its mask."""
         for p in self.params:
             st = self.opt.state[p]
             if len(st) == 0:
-                g = self._group(p)
+                g = group_of(self.opt, p)
+                if g is None:
+                    raise ValueError("a prunable weight is in no parameter group of the optimizer")
                 scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
                 if g.get("fused", False):
                     st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
@@ -137,13 +147,11 @@ class StateMask:
         w[a:b].mul_(keep)
 
     def prune_at(self, j, pos):
-        """Prune the given flat positions (few: a band's losers)."""
-        p = self.params[j]
-        st = self.opt.state[p]
-        for name in ("exp_avg_sq", "max_exp_avg_sq"):
-            if name in st:
-                flat(st[name]).index_fill_(0, pos, INF)
-        flat(p.data).index_fill_(0, pos, 0.0)
+        """Prune the given flat positions (few: a band's losers); call prepare() first."""
+        w, seconds = self._views[j]
+        for v in seconds:
+            v.index_fill_(0, pos, INF)
+        w.index_fill_(0, pos, 0.0)
 
     def dead_mask(self, j):
         v = self._v(j)
@@ -160,10 +168,6 @@ class StateMask:
                     b = min(a + chunk, g.numel())
                     g[a:b].mul_(torch.lt(v[a:b], INF, out=alive[:b - a]))
 
-    def count_dead(self, j) -> int:
-        d = self.dead_mask(j)
-        return 0 if d is None else int(torch.count_nonzero(d))
-
     def persistent_bytes(self) -> int:
         return 0
 
@@ -174,7 +178,7 @@ class StateMask:
         pass
 
 
-class BitMask:
+class BitMask(_Mask):
     """Pruned = bit set in a packed uint8 array per weight (1 bit per weight)."""
 
     kind = "bits"
@@ -201,14 +205,19 @@ class BitMask:
             key.masked_fill_(dead, -INF)
         return _sink_nan(key)
 
+    def _bits(self, j):
+        """Tensor j's packed mask, allocated at its first prune."""
+        if self.bits[j] is None:
+            p = self.params[j]
+            self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
+        return self.bits[j]
+
     def prune(self, j, a, b, keep):
         """keep: float 1 (keep) / 0 (prune) for positions [a, b)."""
         p = self.params[j]
-        if self.bits[j] is None:
-            self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
         if a % 8:
             raise ValueError("mask chunks must start at a multiple of 8 elements")
-        self.bits[j][a // 8:(b + 7) // 8].bitwise_or_(pack_bits(keep == 0))
+        self._bits(j)[a // 8:(b + 7) // 8].bitwise_or_(pack_bits(keep == 0))
         flat(p.data)[a:b].mul_(keep)
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:  # momentum etc.: zero, so the update is zero
@@ -216,11 +225,9 @@ class BitMask:
 
     def prune_at(self, j, pos):
         p = self.params[j]
-        if self.bits[j] is None:
-            self.bits[j] = torch.zeros((p.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
         # distinct live positions: adding their bit values is an OR
         bit = torch.ones_like(pos, dtype=torch.uint8).bitwise_left_shift_((pos & 7).to(torch.uint8))
-        self.bits[j].index_put_((pos >> 3,), bit, accumulate=True)
+        self._bits(j).index_put_((pos >> 3,), bit, accumulate=True)
         flat(p.data).index_fill_(0, pos, 0.0)
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:
@@ -239,10 +246,6 @@ class BitMask:
                     # one row lookup per byte gives its 8 keep flags: branch-free, no bool masks
                     alive = F.embedding(self.bits[j][a // 8:(b + 7) // 8].long(), table)
                     g[a:b].mul_(alive.view(-1)[:b - a])
-
-    def count_dead(self, j) -> int:
-        d = self.dead_mask(j)
-        return 0 if d is None else int(torch.count_nonzero(d))
 
     def persistent_bytes(self) -> int:
         return sum(b.numel() for b in self.bits if b is not None)

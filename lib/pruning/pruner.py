@@ -10,7 +10,7 @@ import torch
 
 from lib.pruning import scores
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.masks import flat, representation
+from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
 from lib.pruning.select import CHUNK_WORK_BYTES, Ledger, NeedExact, chunks, count, find_cut
 
@@ -22,7 +22,7 @@ _SEED = 0x6B6E6C70  # sampling seed, mixed with the step: repeatable, and no glo
 class _Keys:
     """Scores of a subset of the prunable tensors, -inf at pruned positions (select.py).
 
-    keys() returns (scores, scratch): views of reused buffers, valid until the next call."""
+    keys() returns the scores: a view of a reused buffer, valid until the next call."""
 
     def __init__(self, pruner, js, exact):
         self.pr = pruner
@@ -62,8 +62,7 @@ class _Keys:
         dev = self.pr.params[j].device
         if self.buf is None or self.buf.device != dev:
             self.buf = torch.empty(2, self.chunk, device=dev)
-        tmp = self.buf[1, :b - a]
-        return self._score(j, slice(a, b), self.buf[0, :b - a], tmp), tmp
+        return self._score(j, slice(a, b), self.buf[0, :b - a], self.buf[1, :b - a])
 
     def sample(self, i, start, stride):
         j = self.js[i]
@@ -106,7 +105,6 @@ class Pruner:
                           for p in self.params] if method == "movement" else None)
         self.last_update = 0
         self.transient_peak = 0
-        self.passes = 0
         self.overshoot = 0  # weights kept beyond the target after a 6-sigma sampling miss (select.py)
 
     # -- hooks called by the optimizer -------------------------------------------------
@@ -130,11 +128,8 @@ class Pruner:
 
     # -- the mask update ----------------------------------------------------------------
     def beta1(self, j) -> float:
-        p = self.params[j]
-        for g in self.opt.param_groups:
-            if any(q is p for q in g["params"]):
-                return float(g.get("betas", (0.9, 0.999))[0])
-        return 0.9
+        g = group_of(self.opt, self.params[j])
+        return float(g.get("betas", (0.9, 0.999))[0]) if g is not None else 0.9
 
     def update(self, t: int):
         s = sparsity_at(t, warmup_end=self.warmup_end, ramp_end=self.ramp_end, final=self.target, shape=self.shape)
@@ -142,7 +137,6 @@ class Pruner:
         self.rep.prepare()
         ledger = Ledger()
         gen = torch.Generator().manual_seed(_SEED + t)
-        self.passes = 0
         with torch.no_grad():
             if self.scope == "global":
                 self._cut(range(len(self.params)), self.total - goal, gen, ledger)
@@ -171,7 +165,6 @@ class Pruner:
         except NeedExact:  # nothing was committed: the first pass stops at the floor
             src = _Keys(self, js, exact=True)
             cut = find_cut(src, keep, alive, **kw)
-        self.passes += cut.passes
         self.overshoot += cut.overshoot
         if cut.needs_pass():
             self._prune_pass(src, cut, pruned, ledger)
@@ -200,7 +193,7 @@ class Pruner:
             if cut.prune_all:
                 keep.zero_()
             else:
-                key, _ = src.keys(i, a, b)
+                key = src.keys(i, a, b)
                 torch.ge(key, cut.tau, out=keep)  # pruned positions are below tau: re-marked, a no-op
                 if (i, a) in cut.drop:
                     keep.index_fill_(0, cut.drop[(i, a)], 0.0)

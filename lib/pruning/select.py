@@ -4,7 +4,7 @@ A `source` exposes the scores of the weights in scope chunk by chunk: `sizes` (e
 per tensor), `chunk` (elements per chunk, a multiple of 16), `floor` (pruned positions
 score at most this: -inf, or 0 for scores that are never negative, where a pruned
 weight's 0 needs no extra pass to mark it), `keys(j, a, b)` (float32 scores of tensor
-j's flat positions [a, b), and a scratch buffer of the same size) and
+j's flat positions [a, b)) and
 `sample(j, start, stride)` (the same at positions start, start + stride, ...). `find_cut` returns a Cut that keeps
 exactly `keep` of the `alive` positions:
 
@@ -208,7 +208,7 @@ def _count(source, lo, hi, cap, ledger, commit=None):
     for j, a, b in chunks(source):
         n = b - a
         ledger.hold(n * CHUNK_WORK_BYTES)
-        key, _ = source.keys(j, a, b)
+        key = source.keys(j, a, b)
         if dev != key.device:
             dev = key.device
             use_np = dev.type == "cpu" and key.dtype == torch.float32
@@ -309,7 +309,7 @@ def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19
              band_cap=None, ledger=None) -> Cut:
     """The Cut that leaves exactly `keep` of the `alive` live positions of `source`.
 
-    With `commit(j, a, b, keep_flags)`, positions below the bracket are pruned during the
+    With `commit(j, a, b, keep_flags, n_pruned)`, positions below the bracket are pruned during the
     counting pass (see the module notes); the Cut then says what is left to do."""
     ledger = ledger or Ledger()
     if keep >= alive:
