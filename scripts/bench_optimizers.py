@@ -28,8 +28,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib.optimizers import create  # noqa: E402
-from lib.pruning import sparsity_at  # noqa: E402
-from lib.pruning.schedule import is_update_step  # noqa: E402
+from lib.pruning import is_update_step, sparsity_at  # noqa: E402
 
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]  # (out, in) of nn.Linear
 METHODS = {
@@ -81,7 +80,7 @@ def emit(**fields):
     print(json.dumps(fields), flush=True)
 
 
-def bench_method(label, name, kw, args, base_model, base_opt):
+def bench_method(label, name, kw, args, base_opt):
     model = build(args.blocks, 0)
     t0, t1, freq = args.warmup_end, args.ramp_end, args.frequency
     opt = create(name, model, lr=1e-4, weight_decay=0.1, target_sparsity=args.sparsity, warmup_end=t0,
@@ -145,7 +144,6 @@ def bench_method(label, name, kw, args, base_model, base_opt):
         measured = peak_bytes(lambda: opt2.pruner.update(mid))
     emit(figure="transient_ratio", method=label, value=round(opt2.memory_bytes()["transient_peak"] / mem["weights"], 4),
          measured=round(measured / mem["weights"], 4), target=0.15)
-    del opt, model, opt2, model2
 
 
 def main(argv=None):
@@ -190,7 +188,7 @@ def main(argv=None):
         for m in labels:
             name, kw = METHODS[m]
             set_grads(base_model, 2)
-            bench_method(m, name, kw, args, base_model, base_opt)
+            bench_method(m, name, kw, args, base_opt)
 
 
 if __name__ == "__main__":

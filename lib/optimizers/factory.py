@@ -1,13 +1,10 @@
 """create(name, model, **hparams): the one place that maps names to optimizers and pruning."""
 from __future__ import annotations
 
-
 from lib.optimizers import core
 from lib.optimizers.groups import param_groups
 from lib.optimizers.spam import Spam
 from lib.pruning import Pruner, prunable_weights
-from lib.pruning.schedule import check_schedule
-from lib.pruning.scores import check_variant
 
 NAMES = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 PRUNING = ("none", "magnitude", "movement", "state")
@@ -84,15 +81,8 @@ def create(name, model, *, lr, weight_decay, **hparams):
         hp["pruning"] = "state" if name == "adamwprune" else "none"
     _check(name, hp)
     pruning = hp["pruning"]
-    if pruning != "none":
-        check_schedule(warmup_end=hp["warmup_end"], ramp_end=hp["ramp_end"], final=hp["target_sparsity"],
-                       shape=hp["shape"], frequency=hp["frequency"])
-        if hp["scope"] not in ("global", "layer"):
-            raise ValueError(f"unknown pruning scope {hp['scope']!r}; use global or layer")
-    variant = None
-    if pruning == "state":
-        variant = hp["variant"] or "bitter7"  # SPEC: the recommended variant
-        check_variant(variant)
+    # the schedule, scope and variant are checked by the Pruner
+    variant = (hp["variant"] or "bitter7") if pruning == "state" else None  # SPEC: the recommended variant
 
     groups = param_groups(model, weight_decay)
     betas = tuple(float(b) for b in hp["betas"])

@@ -7,9 +7,7 @@ import math
 
 import torch
 
-from lib.pruning.masks import flat
-
-_FMAX = float(torch.finfo(torch.float32).max)
+from lib.pruning.masks import FMAX, flat
 
 
 def _whole(name, value, low):
@@ -25,6 +23,7 @@ class Spam:
         _whole("spam_warmup", warmup, 0)
         self.theta, self.interval, self.warmup = float(theta), interval, warmup
         self.last_reset = 0  # optimizer step after which m and v were last reset
+        self._buf = None  # clip's chunk buffer, kept across steps
 
     def before_update(self, opt, t: int) -> float:
         """Reset when due, clip spikes in the gradients, and return the LR factor for step t."""
@@ -40,7 +39,7 @@ class Spam:
 
     @torch.no_grad()
     def clip(self, opt, k: int, chunk: int = 1 << 17):
-        buf = None
+        buf = self._buf
         for group in opt.param_groups:
             root = math.sqrt(self.theta / (1.0 - group["betas"][1] ** k))  # sqrt(theta v_hat) = sqrt(v) * root
             for p in group["params"]:
@@ -48,15 +47,15 @@ class Spam:
                 if p.grad is None or not st or "exp_avg_sq" not in st:
                     continue
                 g, v = flat(p.grad), flat(st["exp_avg_sq"])
-                if buf is None or buf.device != v.device or buf.dtype != v.dtype:
-                    buf = torch.empty(chunk, dtype=v.dtype, device=v.device)
+                if buf is None or buf.device != v.device or buf.dtype != v.dtype or buf.numel() < chunk:
+                    buf = self._buf = torch.empty(chunk, dtype=v.dtype, device=v.device)
                 # chunk by chunk so the bound stays in cache
                 for a in range(0, g.numel(), chunk):
                     b = min(a + chunk, g.numel())
                     # |g| > sqrt(theta v_hat) -> sign(g) sqrt(theta v_hat). A pruned position
                     # (v = inf) gets a bound of ~1e19 instead of inf: it never clips, and sqrt
                     # skips the slow path that +inf takes on CPU
-                    bound = torch.clamp(v[a:b], max=_FMAX, out=buf[:b - a]).sqrt_().mul_(root)
+                    bound = torch.clamp(v[a:b], max=FMAX, out=buf[:b - a]).sqrt_().mul_(root)
                     torch.minimum(g[a:b], bound, out=g[a:b])
                     torch.maximum(g[a:b], bound.neg_(), out=g[a:b])
 
