@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lib.atomic import atomic_write
+from lib.storage_errors import storage_cause
 
 FORMAT = 2  # 2: the payload carries its sha256 ("checksum"); 1 (no checksum) still loads
 FORMATS = (1, 2)
@@ -55,9 +56,16 @@ def checksum(payload: dict) -> str:
 
 
 def save(path: Path | str, payload: dict) -> None:
+    """Write the checkpoint atomically; an OSError naming `path` when the disk refuses it."""
     data = {**payload, "format": FORMAT}
     data["checksum"] = checksum(data)
-    atomic_write(path, lambda handle: torch.save(data, handle), binary=True)
+    try:
+        atomic_write(path, lambda handle: torch.save(data, handle), binary=True)
+    except RuntimeError as err:  # torch.save reports a failed write as "enforce fail at inline_container.cc"
+        cause = storage_cause(err)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from None
 
 
 def load(path: Path | str, *, map_location="cpu", required: tuple[str, ...] = ()) -> dict:

@@ -16,6 +16,7 @@ either the old or the new file. metrics.jsonl is append-only; a torn last line i
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -65,8 +66,22 @@ def read_json(path: Path | str):
 def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
     if state not in (RUNNING, COMPLETED, FAILED):
         raise ValueError(f"unknown run state {state!r}")
-    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "pid": os.getpid(),
-                                        "host": socket.gethostname(), "updated": time.time(), **extra})
+    path = Path(run_dir) / STATUS
+    data = {"state": state, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
+            "updated": time.time(), **extra}
+    try:
+        write_json(path, data)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        # A full disk has no room for the temporary copy, but the old status.json's own blocks
+        # can be rewritten: a run that failed for lack of space must not keep saying "running".
+        # (Torn by a kill -9 it reads as no status, and the next launch resumes from last.pt.)
+        with open(path, "r+") as handle:
+            handle.truncate(0)
+            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def read_status(run_dir: Path | str) -> dict | None:

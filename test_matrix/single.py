@@ -5,14 +5,13 @@ summary read from summary.json follows.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
-from test_matrix import plan as plan_file
-from test_matrix.executor import default_command
+from test_matrix import foreground, plan as plan_file, state as run_state
+from test_matrix.executor import _exit_reason, _record_failure, default_command
 from test_matrix.sweep import SweepRefused, resolve
 
 
@@ -32,9 +31,15 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
                                "OUTPUT_DIR, or start over with 'make FRESH=1'")
     rundir.prepare(run_dir, spec, Path(cfg.source))
     print(f"Run {spec.run_id} -> {run_dir}", file=out, flush=True)
-    rc = subprocess.call(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    rc, interrupts = foreground.run(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    if rc != 0 and run_state.classify(run_dir)[0] in (run_state.INTERRUPTED, run_state.PENDING):
+        # The engine died without recording why (SIGKILL, out of memory): say it in status.json,
+        # which must not claim "running" for a run that is gone.
+        _record_failure(run_dir, _exit_reason(rc, run_dir / rundir.LOG))
     print_summary(run_dir, out)
-    return rc
+    if interrupts:
+        return 130
+    return rc if rc >= 0 else 1
 
 
 def print_summary(run_dir: Path, out) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
+from lib.storage_errors import describe as describe_storage_error, is_storage_error
 from test_matrix import estimate, plan as plan_file, state as run_state
 from test_matrix.executor import Executor, Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
@@ -37,6 +38,11 @@ def main(prefix: str, resume_hint: str, body) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; finished runs are kept, {resume_hint}", file=sys.stderr)
         return 130
+    except OSError as exc:  # the output directory is read-only, full, or a file
+        if not is_storage_error(exc):
+            raise
+        print(f"{prefix}: {describe_storage_error(exc)}", file=sys.stderr)
+        return 2
 
 
 def resolve(path: str | Path) -> Path:
@@ -174,7 +180,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     runs, specs = check(cfg, results_dir)
     gpus = detect_gpus(runs) if gpus is None else gpus
     executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
-                        command=command, cores=cores, cwd=lib_config.ROOT)
+                        command=command, cores=cores, cwd=lib_config.ROOT, threads=cfg.CPU_THREADS)
     states = _states(runs, results_dir)
     todo = _to_run(runs, states, rerun)
     est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
