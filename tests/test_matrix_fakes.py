@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -24,10 +25,11 @@ FAKE_ENGINE = textwrap.dedent('''
     sys.path.insert(0, ROOT)
     from lib import rundir
 
+    import re
     run_dir = sys.argv[1]
     fresh = "--fresh" in sys.argv[2:]
     spec = rundir.read_json(os.path.join(run_dir, "spec.json"))
-    run_id = spec["run_id"]
+    run_id = re.sub(r"-[0-9a-f]{8}(?=-seed)", "", spec["run_id"])  # FAKE_* name runs without the digest
     with open(os.path.join(run_dir, "launches.txt"), "a") as f:
         f.write(" ".join(sys.argv[2:]) + "\\n")
     status = rundir.read_status(run_dir) or {}
@@ -99,6 +101,18 @@ def write_config(tmp_path: Path, text: str, name: str = "test.config") -> lib_co
                     + f'CONFIG_TEST_MATRIX_RESULTS_DIR="{tmp_path / "results"}"\n'
                     + f'CONFIG_OUTPUT_DIR="{tmp_path / "runs"}"\n')
     return lib_config.load(path)
+
+
+def stem(text: str) -> str:
+    """Run IDs and config IDs in `text` without their settings digest: how tests name runs."""
+    return re.sub(r"-[0-9a-f]{8}\b", "", text)
+
+
+def run_path(parent: Path, name: str) -> Path:
+    """The one run directory under `parent` whose ID (with or without the digest) is `name`."""
+    found = [p for p in Path(parent).iterdir() if name in (p.name, stem(p.name))] if Path(parent).is_dir() else []
+    assert len(found) == 1, f"expected one run {name} in {parent}, found {[p.name for p in found]}"
+    return found[0]
 
 
 def launches(run_dir: Path) -> list[str]:
