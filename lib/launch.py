@@ -266,6 +266,7 @@ def _run_locked(run_dir: Path, spec, fresh: bool, force: bool, stop_at_step, pro
             _say(f"error: {run_dir} is being trained by another process (pid {holder}); wait for it or stop it",
                  err=True)
             return 2
+        rundir.remove_temporaries(run_dir, OUTPUTS + (rundir.SPEC,))  # left by a kill -9
         status = rundir.read_status(run_dir)
         completed = status is not None and status["state"] == rundir.COMPLETED
         if completed and not (force or fresh):

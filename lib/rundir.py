@@ -129,6 +129,25 @@ def prepare(run_dir: Path | str, spec, config_file: Path | str | None) -> Path:
     return run_dir
 
 
+def never_trained(run_dir: Path | str) -> bool:
+    """True when a run directory holds no trained step: no checkpoint, not completed."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir) or {}
+    return (status.get("state") != COMPLETED and not (run_dir / LAST).exists() and not (run_dir / BEST).exists()
+            and not (status.get("step") or 0))
+
+
+def remove_temporaries(run_dir: Path | str, names) -> list[Path]:
+    """Delete the `.NAME.*` temporaries of atomic writes that a killed process left (call under the run lock)."""
+    removed = []
+    for name in names:
+        for stray in Path(run_dir).glob(f".{name}.*"):
+            if stray.is_file():
+                stray.unlink(missing_ok=True)
+                removed.append(stray)
+    return removed
+
+
 def read_spec(run_dir: Path | str):
     from lib.runspec import RunSpec
 

@@ -12,11 +12,12 @@ from lib import config as lib_config
 from lib import rundir
 from test_matrix import foreground, plan as plan_file, state as run_state
 from test_matrix.executor import _exit_reason, _record_failure, default_command
+from test_matrix import sweep
 from test_matrix.sweep import SweepRefused, resolve
 
 
 def run_dir_of(cfg, spec) -> Path:
-    return resolve(cfg.OUTPUT_DIR) / spec.run_id
+    return resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR") / spec.run_id
 
 
 def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) -> int:
@@ -26,9 +27,18 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
     found = rundir.read_json(run_dir / rundir.SPEC)
     if found is not None and "--fresh" not in flags:
         why = plan_file.difference(found, plan_file.spec_json(spec))
-        if why:
+        if why and rundir.never_trained(run_dir):
+            # Nothing to lose (it failed before its first checkpoint, e.g. on a bad value): the
+            # corrected config takes the directory over; the old files are moved aside.
+            print(f"{run_dir} held a run of another config that never trained a step ({why}); replacing it",
+                  file=out)
+            flags = [*flags, "--fresh"]
+        elif why:
             raise SweepRefused(f"{run_dir} holds a run of another config ({why}); delete it, set another "
                                "OUTPUT_DIR, or start over with 'make FRESH=1'")
+    note = sweep.outside_note(cfg.OUTPUT_DIR, run_dir.parent)
+    if note:
+        print(note, file=out)
     rundir.prepare(run_dir, spec, Path(cfg.source))
     print(f"Run {spec.run_id} -> {run_dir}", file=out, flush=True)
     rc, interrupts = foreground.run(command(run_dir, list(flags)), cwd=lib_config.ROOT)

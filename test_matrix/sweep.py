@@ -45,14 +45,29 @@ def main(prefix: str, resume_hint: str, body) -> int:
         return 2
 
 
-def resolve(path: str | Path) -> Path:
-    """Config paths are relative to the project root, where .config lives."""
-    path = Path(path)
+def resolve(path: str | Path, symbol: str = "the directory setting") -> Path:
+    """Config paths are relative to the project root, where .config lives; `~` is the home directory."""
+    text = str(path).strip() if path is not None else ""
+    if not text:
+        raise SweepRefused(f"{symbol} is empty, which would write into the project itself; set a directory "
+                           "such as 'runs' in 'make menuconfig'")
+    path = Path(text).expanduser()
     return path if path.is_absolute() else lib_config.ROOT / path
 
 
+def outside_note(value: str, resolved: Path) -> str | None:
+    """A line for a relative setting that climbs out of the project ('../..'), else None."""
+    if Path(str(value).strip()).expanduser().is_absolute():
+        return None
+    try:
+        resolved.resolve().relative_to(lib_config.ROOT.resolve())
+        return None
+    except ValueError:
+        return f"note: {value!r} is relative to the project and leads outside it, to {resolved.resolve()}"
+
+
 def results_dir_of(cfg) -> Path:
-    return resolve(cfg.TEST_MATRIX_RESULTS_DIR)
+    return resolve(cfg.TEST_MATRIX_RESULTS_DIR, "CONFIG_TEST_MATRIX_RESULTS_DIR")
 
 
 def detect_gpus(runs) -> list[str]:
@@ -120,10 +135,12 @@ def print_plan(runs, states, executor: Executor, est: dict[str, float], results_
                                                        run_state.RUNNING, run_state.PENDING) if counts[s])
           + f"; {len(todo)} to run now", file=out)
     width = max(len(r.run_id) for r in runs)
-    for r in runs if every_run else []:
+    for r in runs:
         state, reason = states[r.run_id]
+        if not every_run and state != run_state.INTERRUPTED:
+            continue  # a real sweep names only the runs it resumes, and why they stopped
         guess = f"~{fmt_duration(est[r.run_id])}" if r.run_id in est and r in todo else ""
-        note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING) else ""
+        note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING, run_state.INTERRUPTED) else ""
         print(f"  {r.run_id:<{width}}  {state:<11} {guess}{note}", file=out)
     known = [est[r.run_id] for r in todo if r.run_id in est]
     if not todo:
@@ -156,7 +173,11 @@ def _to_run(runs, states, rerun: str | None):
     for r in runs:
         state, reason = states[r.run_id]
         if rerun == "failed":
-            if state == run_state.FAILED:
+            if state in (run_state.PENDING, run_state.INTERRUPTED):
+                # A failed run fixed in .config is a new run (another settings digest): RERUN=failed
+                # runs it too, and whatever else is unfinished.
+                todo.append((r, []))
+            elif state == run_state.FAILED:
                 # Start a failed run over (the engine moves its old outputs aside), except one
                 # that was cut short, which goes on from its checkpoint.
                 cut_short = any(word in (reason or "") for word in ("timed out", "interrupted"))
@@ -183,7 +204,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
                         command=command, cores=cores, cwd=lib_config.ROOT, threads=cfg.CPU_THREADS)
     states = _states(runs, results_dir)
     todo = _to_run(runs, states, rerun)
-    est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
+    est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR")]))
     if dry_run:
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
         print("Dry run: nothing was run or written.", file=out)
@@ -199,6 +220,9 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         states = _states(runs, results_dir)
         todo = _to_run(runs, states, rerun)
         plan_file.write_plan(results_dir, cfg, runs)
+        note = outside_note(cfg.TEST_MATRIX_RESULTS_DIR, results_dir)
+        if note:
+            print(note, file=out)
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
         for spec, _flags in todo:
             rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))

@@ -144,3 +144,12 @@ def load_script(name):
 def use_config(monkeypatch, path):
     """Make lib.config.load() (what the scripts call) read `path` instead of the project's .config."""
     monkeypatch.setattr(lib_config, "load", functools.partial(LOAD, path))
+
+
+def linger_after_completing(tmp_path: Path, seconds: float):
+    """A `command` whose run completes (status.json "completed"), then is slow to exit."""
+    script = tmp_path / "linger.py"
+    script.write_text(f"import sys, time\nsys.path.insert(0, {str(lib_config.ROOT)!r})\nfrom lib import rundir\n"
+                      "rundir.write_status(sys.argv[1], 'completed', step=5)\n"
+                      f"time.sleep({seconds})\n")
+    return lambda run_dir, flags: [sys.executable, str(script), str(run_dir), *flags]
