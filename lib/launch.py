@@ -25,8 +25,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -200,6 +202,18 @@ def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
            "-m", "lib.launch", "--run-dir", str(run_dir.resolve()), "--worker"]
     _say(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    # Ctrl-C reaches torchrun and its workers too (one process group): they stop and report;
+    # this process keeps reading their output instead of dying with a traceback.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: None) if on_main else None
+    try:
+        return _collect(run_dir, proc)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _collect(run_dir: Path, proc) -> int:
     reports, tail = [], []
     for line in proc.stderr:
         if line.startswith(RANK_TAG):
