@@ -11,14 +11,8 @@ from lib import launch, rundir
 from test_matrix import executor as executor_module, single, sweep
 from test_matrix.expand import expand
 from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, linger_after_completing, write_config
+from test_matrix_sweep import DIVERGING_SGD
 
-DIVERGING_SGD = """
-    CONFIG_DEVICE_CPU=y
-    CONFIG_OPTIMIZER_SGD=y
-    CONFIG_SGD_LEARNING_RATE="1e6"
-    CONFIG_OPTIMIZER_ADAMWPRUNE=y
-    CONFIG_PRUNING_NONE=y
-"""
 
 
 def run_sweep(cfg, tmp_path, command=None, **kw):
@@ -53,14 +47,19 @@ def test_rerun_failed_after_fixing_the_config_runs_the_fixed_run(tmp_path):
         assert launches(run_dir) == before
 
 
-def test_a_corrected_config_replaces_a_run_that_never_trained(tmp_path):
+def single_run_over_another_config(tmp_path, failed_at_step: int):
+    """(config, spec, its run directory), the directory holding another config's run that
+    failed at `failed_at_step` (as an older run ID scheme or a hand-edited spec.json could)."""
     cfg = write_config(tmp_path, "CONFIG_DEVICE_CPU=y\nCONFIG_PRUNING_NONE=y")
     (spec,) = expand(cfg)
     run_dir = tmp_path / "runs" / spec.run_id
-    # a directory of that ID from another config, which failed before its first step
-    other = expand(cfg.replace(LENET5_LEARNING_RATE=0.5))[0]
-    rundir.prepare(run_dir, other, None)
-    rundir.write_status(run_dir, rundir.FAILED, reason="bad value", step=0)
+    rundir.prepare(run_dir, expand(cfg.replace(LENET5_LEARNING_RATE=0.5))[0], None)
+    rundir.write_status(run_dir, rundir.FAILED, reason="bad value", step=failed_at_step)
+    return cfg, spec, run_dir
+
+
+def test_a_corrected_config_replaces_a_run_that_never_trained(tmp_path):
+    cfg, spec, run_dir = single_run_over_another_config(tmp_path, 0)
     out = io.StringIO()
     assert single.run(cfg, spec, command=fake_engine(tmp_path), out=out) == 0
     assert "never trained a step" in out.getvalue() and launches(run_dir) == ["--fresh"]
@@ -68,12 +67,7 @@ def test_a_corrected_config_replaces_a_run_that_never_trained(tmp_path):
 
 
 def test_a_run_that_trained_is_not_replaced_by_another_config(tmp_path):
-    cfg = write_config(tmp_path, "CONFIG_DEVICE_CPU=y\nCONFIG_PRUNING_NONE=y")
-    (spec,) = expand(cfg)
-    run_dir = tmp_path / "runs" / spec.run_id
-    other = expand(cfg.replace(LENET5_LEARNING_RATE=0.5))[0]
-    rundir.prepare(run_dir, other, None)
-    rundir.write_status(run_dir, rundir.FAILED, reason="NaN", step=40)
+    cfg, spec, _run_dir = single_run_over_another_config(tmp_path, 40)
     with pytest.raises(sweep.SweepRefused, match="holds a run of another config"):
         single.run(cfg, spec, command=fake_engine(tmp_path), out=io.StringIO())
 
