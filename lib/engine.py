@@ -83,7 +83,7 @@ class Trainer:
                           device_type=self.device.type, amp=amp, compile=use_compile, metric=self.task.metric,
                           data=data, printer=self.log if self.main else (lambda _line: None))
         # CPU sums depend on the thread split: a resume with another count is another run.
-        hp["cpu_threads"] = torch.get_num_threads()
+        hp["cpu_threads"] = torch.get_num_threads() if self.device.type == "cpu" else None
         return hp
 
     def _load_resume(self, hp: dict) -> tuple[dict, dict | None]:

@@ -99,10 +99,11 @@ def resolve_nproc(spec) -> int:
     return wanted
 
 
-def _threads(spec) -> int:
-    """Torch CPU threads per process: the spec's CONFIG_CPU_THREADS (recorded in hparams.json as
-    cpu_threads, so a resume with another count is refused). KNLP_NUM_THREADS overrides it for
-    benchmarks; specs from before the setting existed get 1."""
+def _threads(spec, device_type: str, world: int = 1) -> int:
+    """Torch CPU threads per process. A CPU run takes the spec's CONFIG_CPU_THREADS (recorded
+    in hparams.json as cpu_threads, so a resume with another count is refused); a GPU run,
+    whose numbers do not depend on it, a share of the cores. KNLP_NUM_THREADS overrides both
+    (benchmarks); specs from before the setting existed get 1."""
     env = os.environ.get("KNLP_NUM_THREADS")
     if env:
         try:
@@ -112,10 +113,18 @@ def _threads(spec) -> int:
         if value < 1:
             raise BadInput(f"KNLP_NUM_THREADS={env!r} must be a positive integer")
         return value
+    if device_type != "cpu":
+        return max(1, (os.cpu_count() or 1) // world)
     value = spec.runtime.get("threads", 1)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise BadInput(f"CONFIG_CPU_THREADS must be a positive integer, got {value!r}; set it in 'make menuconfig'")
     return value
+
+
+def _device_type(spec) -> str:
+    import torch
+
+    return "cpu" if spec.runtime.get("device") == "cpu" or not torch.cuda.is_available() else "cuda"
 
 
 def _data_dir(spec) -> Path:
@@ -142,8 +151,8 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
     log = RunLog(run_dir, enabled=rank == 0)
     trainer = None
     try:
-        torch.set_num_threads(_threads(spec))
         device, _ = resolve_device(spec.runtime.get("device", "auto"), local_rank)
+        torch.set_num_threads(_threads(spec, device.type, world))
         if world > 1:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
@@ -196,7 +205,7 @@ def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, traine
 def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
     """Run the job under torchrun; afterwards make sure status.json names a failing rank."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS=str(_threads(spec)), KNLP_PROGRESS="1" if (progress if progress is not None
+               OMP_NUM_THREADS=str(_threads(spec, _device_type(spec), nproc)), KNLP_PROGRESS="1" if (progress if progress is not None
                                                                           else sys.stderr.isatty()) else "0")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "lib.launch", "--run-dir", str(run_dir.resolve()), "--worker"]

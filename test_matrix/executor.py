@@ -114,8 +114,9 @@ class Executor:
         self.threads = threads  # the runs' CONFIG_CPU_THREADS: part of each run, never changed here
 
     def threads_per_run(self, n_jobs: int) -> int:
-        """CPU threads for each run: the config's, else a share of the cores."""
-        if self.threads:
+        """CPU threads for each run: the config's on the CPU, else a share of the cores (GPU runs'
+        results do not depend on it)."""
+        if self.threads and not self.gpus:
             return self.threads
         return max(1, self.cores // max(1, min(self.slots, n_jobs)))
 

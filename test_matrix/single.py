@@ -10,9 +10,8 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
-from test_matrix import foreground, plan as plan_file, state as run_state
+from test_matrix import foreground, plan as plan_file, state as run_state, sweep
 from test_matrix.executor import _exit_reason, _record_failure, default_command
-from test_matrix import sweep
 from test_matrix.sweep import SweepRefused, resolve
 
 
@@ -47,9 +46,9 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
         # which must not claim "running" for a run that is gone.
         _record_failure(run_dir, _exit_reason(rc, run_dir / rundir.LOG))
     print_summary(run_dir, out)
-    if interrupts:
-        return 130
-    return rc if rc >= 0 else 1
+    if rc == 0:
+        return 0
+    return 130 if interrupts else 1 if rc < 0 else rc
 
 
 def print_summary(run_dir: Path, out) -> None:

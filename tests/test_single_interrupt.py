@@ -6,6 +6,9 @@ import sys
 import textwrap
 import time
 
+import pytest
+import torch
+
 from lib import config as lib_config
 from lib import rundir
 
@@ -114,3 +117,41 @@ def test_a_killed_run_is_recorded_failed_with_the_cause(tmp_path):
     assert status["state"] == "failed" and "killed by SIGKILL" in status["reason"], status
     assert proc.returncode == 1
     assert f"Run {run_dir.name}: failed: killed by SIGKILL" in out
+
+
+REAL_DRIVER = textwrap.dedent('''
+    import sys
+    sys.path[:0] = [{root!r}]
+    from lib import config as lib_config
+    from test_matrix import single
+    from test_matrix.expand import expand
+    cfg = lib_config.load({config!r})
+    sys.exit(single.run(cfg, expand(cfg)[0]))
+''')
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_real_run_saves_last_pt(tmp_path):
+    config = tmp_path / "test.config"
+    config.write_text(lib_config.defconfig_path("lenet5-sample-bitter7").read_text()
+                      + f'CONFIG_LENET5_EPOCHS=30\nCONFIG_OUTPUT_DIR="{tmp_path / "runs"}"\n')
+    driver = tmp_path / "driver.py"
+    driver.write_text(REAL_DRIVER.format(root=str(lib_config.ROOT), config=str(config)))
+    proc = subprocess.Popen([sys.executable, str(driver)], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "KNLP_NUM_THREADS": "1"})
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("step 62/"):  # the first epoch is done: training is under way
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        out = "".join(seen) + proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    status = rundir.read_status(run_dir)
+    assert status["state"] == "failed" and "last.pt saved" in status["reason"], out
+    saved = torch.load(run_dir / rundir.LAST, map_location="cpu", weights_only=True)
+    assert saved["step"] == status["step"] >= 62 and proc.returncode == 130

@@ -25,11 +25,11 @@ def test_a_sweep_gives_each_run_the_configured_threads_not_a_share_of_the_cores(
             assert rundir.read_json(run_dir / "summary.json")["fake"]["threads"] == "2"
 
 
-def test_a_single_run_uses_the_configured_threads(monkeypatch):
+def test_a_single_cpu_run_uses_the_configured_threads(monkeypatch):
     monkeypatch.delenv("KNLP_NUM_THREADS")
-    assert launch._threads(lenet_spec(CPU_THREADS=3)) == 3
+    assert launch._threads(lenet_spec(CPU_THREADS=3), "cpu") == 3
     monkeypatch.setenv("KNLP_NUM_THREADS", "2")
-    assert launch._threads(lenet_spec(CPU_THREADS=3)) == 2
+    assert launch._threads(lenet_spec(CPU_THREADS=3), "cpu") == 2
 
 
 def test_a_resume_with_another_thread_count_is_refused(tmp_path, monkeypatch, capsys):
