@@ -4,7 +4,8 @@ The child gets its own process group, so the terminal's Ctrl-C reaches only this
 which passes each SIGINT/SIGTERM on exactly once: the first makes the engine finish its
 step, save last.pt and exit; a second one makes it stop at once (it resumes from the
 last checkpoint). The child dies with this process (PR_SET_PDEATHSIG), so a killed
-launcher never leaves a run training on unseen.
+launcher never leaves a run training on unseen. Outside the terminal's foreground group
+the child may still write to the terminal (progress bars), but must not read from it.
 """
 from __future__ import annotations
 
