@@ -261,7 +261,7 @@ def _conclude(final: dict, results_dir: Path, cfg, make_report: bool, out) -> in
     for run_id in failed:
         print(f"  failed: {run_id}: {final[run_id][1]}", file=out)
     if failed:
-        print("Rerun only the failed runs with: make test-matrix RERUN=failed", file=out)
+        print("Rerun the failed runs (and any unfinished ones) with: make test-matrix RERUN=failed", file=out)
     if make_report:
         from test_matrix import report
         try:
