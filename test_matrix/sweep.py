@@ -85,7 +85,8 @@ def detect_gpus(runs) -> list[str]:
 
 
 def check(cfg, results_dir: Path):
-    """The runs and their specs, after refusing unfair expansions and stale directories."""
+    """The runs, their specs and the IDs of stale directories to take over, after refusing
+    unfair expansions and stale directories that hold trained steps."""
     runs = expand(cfg)
     problems = fairness_problems(runs)
     if problems:
@@ -93,12 +94,17 @@ def check(cfg, results_dir: Path):
                            "test_matrix/expand.py, please report it")
     specs = {r.run_id: plan_file.spec_json(r) for r in runs}
     stale = plan_file.stale_runs(results_dir, specs)
+    # A stale directory that never trained a step (it failed on a bad value) has nothing to
+    # lose: the current config takes it over (--fresh moves its files aside).
+    replace = {run_id for run_id, _why in stale if rundir.never_trained(plan_file.run_dir(results_dir, run_id))
+               and run_state.classify(plan_file.run_dir(results_dir, run_id))[0] != run_state.RUNNING}
+    stale = [(run_id, why) for run_id, why in stale if run_id not in replace]
     if stale:
         run_id, why = stale[0]
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise SweepRefused(f"{results_dir}/{run_id}{more} came from a different config ({why}); set another "
                            "TEST_MATRIX_RESULTS_DIR, or delete those run directories to redo them")
-    return runs, specs
+    return runs, specs, replace
 
 
 def _schedule_lines(runs) -> list[str]:
@@ -167,12 +173,14 @@ def _states(runs, results_dir: Path) -> dict[str, tuple[str, str | None]]:
     return {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
 
 
-def _to_run(runs, states, rerun: str | None):
+def _to_run(runs, states, rerun: str | None, replace=frozenset()):
     """The runs to launch now, with their launch flags."""
     todo = []
     for r in runs:
         state, reason = states[r.run_id]
-        if rerun == "failed":
+        if r.run_id in replace:
+            todo.append((r, ["--fresh"]))
+        elif rerun == "failed":
             if state in (run_state.PENDING, run_state.INTERRUPTED):
                 # A failed run fixed in .config is a new run (another settings digest): RERUN=failed
                 # runs it too, and whatever else is unfinished.
@@ -198,12 +206,12 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     if rerun is not None and rerun not in RERUN_CHOICES:
         raise SweepRefused(f"RERUN={rerun} is not understood; use RERUN=failed to rerun the failed runs")
     results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
-    runs, specs = check(cfg, results_dir)
+    runs, specs, replace = check(cfg, results_dir)
     gpus = detect_gpus(runs) if gpus is None else gpus
     executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
                         command=command, cores=cores, cwd=lib_config.ROOT, threads=cfg.CPU_THREADS)
     states = _states(runs, results_dir)
-    todo = _to_run(runs, states, rerun)
+    todo = _to_run(runs, states, rerun, replace)
     est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR")]))
     if dry_run:
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
@@ -216,10 +224,13 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     previous_term = _term_as_interrupt()
     try:
         # Under the lock, states are final: nobody else can be writing these directories.
-        runs, specs = check(cfg, results_dir)
+        runs, specs, replace = check(cfg, results_dir)
         states = _states(runs, results_dir)
-        todo = _to_run(runs, states, rerun)
+        todo = _to_run(runs, states, rerun, replace)
         plan_file.write_plan(results_dir, cfg, runs)
+        for run_id in sorted(replace):
+            print(f"  {run_id}: its directory held another config's run that never trained a step; "
+                  "starting it over", file=out)
         note = outside_note(cfg.TEST_MATRIX_RESULTS_DIR, results_dir)
         if note:
             print(note, file=out)

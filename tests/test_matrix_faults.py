@@ -113,3 +113,14 @@ def test_a_launch_removes_temporaries_a_killed_run_left(tmp_path):
         stray.write_bytes(b"half")
     assert launch.run(run_dir, progress=False) == 0  # already completed: skipped, but tidied
     assert not any(p.exists() for p in strays)
+
+
+def test_a_sweep_takes_over_a_stale_directory_that_never_trained(tmp_path):
+    cfg = write_config(tmp_path, LENET_COMPARE).replace(TEST_MATRIX_SEEDS=1)
+    spec = expand(cfg)[0]
+    run_dir = rundir.prepare(tmp_path / "results" / spec.run_id, expand(cfg.replace(LENET5_LEARNING_RATE=0.5))[0],
+                             None)
+    rundir.write_status(run_dir, rundir.FAILED, reason="bad value", step=0)
+    rc, text = run_sweep(cfg, tmp_path)
+    assert rc == 0 and "never trained a step" in text, text
+    assert launches(run_dir) == ["--fresh"] and rundir.read_status(run_dir)["state"] == "completed"
