@@ -42,8 +42,8 @@ list-defconfigs: $(STAMP) ## List the shipped configurations
 olddefconfig: $(STAMP) ## Update .config to the current Kconfig tree, new options at defaults
 	@$(PY) scripts/kconfig.py olddefconfig
 
-savedefconfig: $(STAMP) ## Minimal config: to defconfigs/$(DEFCONFIG), or printed
-	@$(PY) scripts/kconfig.py savedefconfig $(DEFCONFIG)
+savedefconfig: $(STAMP) ## Minimal config: to defconfigs/$(DEFCONFIG) (FORCE=1 overwrites), or printed
+	@$(PY) scripts/kconfig.py savedefconfig $(if $(DEFCONFIG),"$(DEFCONFIG)") $(if $(FORCE),--force)
 
 allnoconfig: $(STAMP) ## .config with every option off that can be
 	@$(PY) scripts/kconfig.py allnoconfig
@@ -55,7 +55,7 @@ test-matrix: $(STAMP) ## Run the sweep .config selects (DRY_RUN=1 plans, RERUN=f
 	$(PY) scripts/test_matrix.py $(if $(DRY_RUN),--dry-run) $(if $(RERUN),--rerun $(RERUN))
 
 report: $(STAMP) ## Tables and plots of a results directory (DIR=results/...)
-	$(PY) scripts/report.py $(DIR)
+	$(PY) scripts/report.py $(if $(DIR),"$(DIR)")
 
 prepare-gpt2-data: $(STAMP) ## Tokenize the GPT-2 training text into shards
 	$(PY) scripts/prepare_gpt2_data.py

@@ -29,9 +29,11 @@ def atomic_write(path: Path | str, write: Callable[[IO], None], *, binary: bool 
             os.fsync(handle.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name ours
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -6,6 +6,7 @@ the Kconfig symbols, named without the `CONFIG_` prefix (`cfg.MODEL_LENET5`).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import kconfiglib
 
+from lib import decimal_ranges
 from lib.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +87,16 @@ def _did_not_stick(sym: kconfiglib.Symbol) -> str | None:
                 return None
         except ValueError:
             return "not a number"
-        return f"out of range (got {sym.str_value})"
+        return f"out of range{_range_text(sym)} (got {sym.str_value})"
     return f"became {sym.str_value!r}"
+
+
+def _range_text(sym: kconfiglib.Symbol) -> str:
+    """': allowed LOW..HIGH' from the symbol's active `range`, or '' when it has none."""
+    for low, high, cond in sym.ranges:
+        if kconfiglib.expr_value(cond):
+            return f": allowed {low.str_value}..{high.str_value}"
+    return ""
 
 
 def load_kconfig(config_file: Path | str, *, drop_unknown: bool = False) -> kconfiglib.Kconfig:
@@ -140,12 +150,15 @@ def _is_decimal_symbol(sym: kconfiglib.Symbol) -> bool:
     return False
 
 
-def typed_values(kconf: kconfiglib.Kconfig) -> dict:
+def typed_values(kconf: kconfiglib.Kconfig, source: Path | str | None = None) -> dict:
     """Symbol name (no prefix) -> Python value by the symbol's type.
 
     bool -> bool; int/hex -> int, or None when the symbol is off (unmet dependency);
-    string -> str, or float for decimal symbols (see `_is_decimal_symbol`).
+    string -> str, or float for decimal symbols (see `_is_decimal_symbol`), which must be
+    finite and within lib/decimal_ranges (ConfigError naming `source`'s line otherwise).
     """
+    lines = _line_numbers(Path(source)) if source is not None and Path(source).is_file() else {}
+    where = (lambda name: f"{source}:{lines.get(name, '?')}: ") if source is not None else (lambda name: "")
     values = {}
     for sym in kconf.unique_defined_syms:
         kind = sym.orig_type
@@ -160,10 +173,16 @@ def typed_values(kconf: kconfiglib.Kconfig) -> dict:
                     values[sym.name] = None
                     continue
                 try:
-                    values[sym.name] = float(text)
+                    value = float(text)
                 except ValueError:
-                    raise ConfigError(f"{PREFIX}{sym.name}={text!r} is not a number; set it to a decimal "
-                                      "such as 1e-3 with 'make menuconfig'") from None
+                    raise ConfigError(f"{where(sym.name)}{PREFIX}{sym.name}={text!r} is not a number; set it to "
+                                      "a decimal such as 1e-3 with 'make menuconfig'") from None
+                why = decimal_ranges.problem(sym.name, value)
+                if why:
+                    default = sym.defaults[0][0].str_value if sym.defaults else "?"
+                    raise ConfigError(f"{where(sym.name)}{PREFIX}{sym.name}={text!r} {why}; set it with 'make "
+                                      f"menuconfig' (default {default})")
+                values[sym.name] = value
             else:
                 values[sym.name] = text
     return values
@@ -176,24 +195,49 @@ def write_dot_config(kconf: kconfiglib.Kconfig, path: Path | str = DOT_CONFIG) -
         atomic_write_text(path, staged.read_text())
 
 
-def write_config_py(values: dict, path: Path | str = CONFIG_PY, source: str = ".config") -> None:
-    lines = [f"# Generated from {source} by lib/config.py; do not edit (make regenerates it).", ""]
+DIGEST_LINE = "# source digest: "
+
+
+def source_digest(config_file: Path | str) -> str:
+    """sha256 over the bytes of `config_file`, of every Kconfig file and of this generator:
+    config.py is current exactly when they are what it was made from (file times can lie:
+    `cp -p`, checkouts, clock skew)."""
+    digest = hashlib.sha256()
+    for path in [Path(config_file), *kconfig_files(), Path(__file__)]:
+        data = path.read_bytes()
+        digest.update(f"{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def write_config_py(values: dict, path: Path | str = CONFIG_PY, source: str = ".config",
+                    config_file: Path | str | None = None) -> None:
+    """Write config.py; `config_file` (default: `source`) is what its digest line is taken from."""
+    config_file = Path(config_file if config_file is not None else source)
+    if not config_file.is_absolute() and not config_file.exists():
+        config_file = ROOT / config_file
+    lines = [f"# Generated from {source} by lib/config.py; do not edit (make regenerates it).",
+             DIGEST_LINE + source_digest(config_file), ""]
     lines += [f"{name} = {value!r}" for name, value in sorted(values.items())]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def generate(config_file: Path | str = DOT_CONFIG, out: Path | str = CONFIG_PY) -> dict:
     """Strictly load `config_file` and write `out`; returns the typed values."""
-    values = typed_values(load_kconfig(config_file))
-    write_config_py(values, out, source=str(config_file))
+    values = typed_values(load_kconfig(config_file), config_file)
+    write_config_py(values, out, source=str(config_file), config_file=config_file)
     return values
 
 
 def _stale(config_file: Path, out: Path) -> bool:
-    if not out.exists():
+    """Whether `out` was made from anything but the current `config_file` and Kconfig tree."""
+    try:
+        with open(out) as handle:
+            head = [handle.readline() for _ in range(3)]
+    except OSError:
         return True
-    built = out.stat().st_mtime
-    return any(p.stat().st_mtime > built for p in [config_file, *kconfig_files()])
+    recorded = next((line[len(DIGEST_LINE):].strip() for line in head if line.startswith(DIGEST_LINE)), None)
+    return recorded != source_digest(config_file)
 
 
 class Config:
@@ -246,7 +290,7 @@ def load(config_file: Path | str = DOT_CONFIG, out: Path | str | None = None) ->
 def from_defconfig(name: str) -> Config:
     """Config of a shipped defconfig, without touching `.config` (tests, dry runs)."""
     path = defconfig_path(name)
-    return Config(typed_values(load_kconfig(path)), str(path))
+    return Config(typed_values(load_kconfig(path), path), str(path))
 
 
 def defconfig_names() -> list[str]:

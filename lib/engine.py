@@ -79,9 +79,12 @@ class Trainer:
             self.log(f"notice: {note}")
         self.amp, self.use_compile = amp, use_compile
         data = {**self.task.describe(), "data_dir": str(self.ctx.data_dir)}
-        return resolve.plan(self.spec, train_size=self.task.train_size, world_size=self.world,
-                            device_type=self.device.type, amp=amp, compile=use_compile, metric=self.task.metric,
-                            data=data, printer=self.log if self.main else (lambda _line: None))
+        hp = resolve.plan(self.spec, train_size=self.task.train_size, world_size=self.world,
+                          device_type=self.device.type, amp=amp, compile=use_compile, metric=self.task.metric,
+                          data=data, printer=self.log if self.main else (lambda _line: None))
+        # CPU sums depend on the thread split: a resume with another count is another run.
+        hp["cpu_threads"] = torch.get_num_threads() if self.device.type == "cpu" else None
+        return hp
 
     def _load_resume(self, hp: dict) -> tuple[dict, dict | None]:
         """(hparams to train with, last.pt payload or None for a fresh start)."""

@@ -11,8 +11,8 @@ Running it again on an interrupted or failed run resumes from last.pt. --fresh m
 the run's old outputs into DIR/.old-TIMESTAMP/ and starts over (needed after a config
 change, or when last.pt is corrupt). With spec.batch["ddp_nproc"] != 1 it re-executes
 itself under `torchrun --standalone` (0 = one process per GPU); only rank 0 writes the
-run's files, and a failing rank is reported with its rank and reason. KNLP_NUM_THREADS
-sets torch's CPU threads per process (the sweep executor sets it for parallel runs).
+run's files, and a failing rank is reported with its rank and reason. Each process uses
+spec.runtime["threads"] CPU threads (CONFIG_CPU_THREADS; KNLP_NUM_THREADS overrides it).
 """
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -36,6 +38,7 @@ if str(ROOT) not in sys.path:  # `python lenet5/train.py` starts with lenet5/ on
 
 from lib import rundir  # noqa: E402
 from lib.checkpoint import CheckpointError  # noqa: E402
+from lib.storage_errors import describe as describe_storage_error, storage_cause  # noqa: E402
 from lib.task import BadInput, RunContext  # noqa: E402
 
 PACKAGES = {"lenet5": "lenet5", "resnet18": "resnet", "resnet50": "resnet", "gpt2": "gpt2"}
@@ -96,7 +99,11 @@ def resolve_nproc(spec) -> int:
     return wanted
 
 
-def _threads(world: int) -> int:
+def _threads(spec, device_type: str, world: int = 1) -> int:
+    """Torch CPU threads per process. A CPU run takes the spec's CONFIG_CPU_THREADS (recorded
+    in hparams.json as cpu_threads, so a resume with another count is refused); a GPU run,
+    whose numbers do not depend on it, a share of the cores. KNLP_NUM_THREADS overrides both
+    (benchmarks); specs from before the setting existed get 1."""
     env = os.environ.get("KNLP_NUM_THREADS")
     if env:
         try:
@@ -106,7 +113,18 @@ def _threads(world: int) -> int:
         if value < 1:
             raise BadInput(f"KNLP_NUM_THREADS={env!r} must be a positive integer")
         return value
-    return max(1, (os.cpu_count() or 1) // world)
+    if device_type != "cpu":
+        return max(1, (os.cpu_count() or 1) // world)
+    value = spec.runtime.get("threads", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadInput(f"CONFIG_CPU_THREADS must be a positive integer, got {value!r}; set it in 'make menuconfig'")
+    return value
+
+
+def _device_type(spec) -> str:
+    import torch
+
+    return "cpu" if spec.runtime.get("device") == "cpu" or not torch.cuda.is_available() else "cuda"
 
 
 def _data_dir(spec) -> Path:
@@ -133,8 +151,8 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
     log = RunLog(run_dir, enabled=rank == 0)
     trainer = None
     try:
-        torch.set_num_threads(_threads(world))
         device, _ = resolve_device(spec.runtime.get("device", "auto"), local_rank)
+        torch.set_num_threads(_threads(spec, device.type, world))
         if world > 1:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
@@ -159,6 +177,9 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
     except KeyboardInterrupt:
         return _report(run_dir, rank, world, "interrupted; run again to resume from the last checkpoint", 1, trainer)
     except Exception as err:  # a crash: record it, keep the traceback in log.txt
+        cause = storage_cause(err)
+        if cause is not None:  # full disk, read-only ...: the path and the cause are the whole story
+            return _report(run_dir, rank, world, describe_storage_error(cause), 1, trainer)
         if rank == 0:
             log("".join(traceback.format_exception(err)).rstrip())
         return _report(run_dir, rank, world, _first_line(err), 1, trainer)
@@ -170,7 +191,11 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
 def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, trainer, err: bool = False) -> int:
     step = getattr(trainer, "done", None)
     if rank == 0:
-        rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=code)
+        try:
+            rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=code)
+        except OSError as err:  # the disk that failed the run may refuse this too; the parent retries
+            if storage_cause(err) is None:
+                raise
         _say(f"error: {reason}" if code == 2 else f"run failed: {reason}", err=True)
     if world > 1:
         _say(RANK_TAG + json.dumps({"rank": rank, "step": step, "reason": reason, "exit_code": code}), err=True)
@@ -180,12 +205,24 @@ def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, traine
 def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
     """Run the job under torchrun; afterwards make sure status.json names a failing rank."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS=str(_threads(nproc)), KNLP_PROGRESS="1" if (progress if progress is not None
+               OMP_NUM_THREADS=str(_threads(spec, _device_type(spec), nproc)), KNLP_PROGRESS="1" if (progress if progress is not None
                                                                           else sys.stderr.isatty()) else "0")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "lib.launch", "--run-dir", str(run_dir.resolve()), "--worker"]
     _say(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    # Ctrl-C reaches torchrun and its workers too (one process group): they stop and report;
+    # this process keeps reading their output instead of dying with a traceback.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: None) if on_main else None
+    try:
+        return _collect(run_dir, proc)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _collect(run_dir: Path, proc) -> int:
     reports, tail = [], []
     for line in proc.stderr:
         if line.startswith(RANK_TAG):
@@ -235,12 +272,24 @@ def run(run_dir: Path | str, fresh: bool = False, force: bool = False, *, stop_a
         _say(f"error: {run_dir / rundir.SPEC}: not a valid run specification ({_first_line(err)}); "
              "recreate it with 'make'", err=True)
         return 2
+    try:
+        return _run_locked(run_dir, spec, fresh, force, stop_at_step, progress)
+    except OSError as err:  # cannot even lock or tidy the directory: read-only, full, not a directory
+        cause = storage_cause(err)
+        if cause is None:
+            raise
+        _say(f"error: {describe_storage_error(cause)}", err=True)
+        return 2
+
+
+def _run_locked(run_dir: Path, spec, fresh: bool, force: bool, stop_at_step, progress) -> int:
     with _lock(run_dir) as locked:
         if not locked:
             holder = (rundir.read_status(run_dir) or {}).get("pid", "?")
             _say(f"error: {run_dir} is being trained by another process (pid {holder}); wait for it or stop it",
                  err=True)
             return 2
+        rundir.remove_temporaries(run_dir, OUTPUTS + (rundir.SPEC,))  # left by a kill -9
         status = rundir.read_status(run_dir)
         completed = status is not None and status["state"] == rundir.COMPLETED
         if completed and not (force or fresh):

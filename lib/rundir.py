@@ -16,6 +16,7 @@ either the old or the new file. metrics.jsonl is append-only; a torn last line i
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -65,8 +66,22 @@ def read_json(path: Path | str):
 def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
     if state not in (RUNNING, COMPLETED, FAILED):
         raise ValueError(f"unknown run state {state!r}")
-    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "pid": os.getpid(),
-                                        "host": socket.gethostname(), "updated": time.time(), **extra})
+    path = Path(run_dir) / STATUS
+    data = {"state": state, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
+            "updated": time.time(), **extra}
+    try:
+        write_json(path, data)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        # A full disk has no room for the temporary copy, but the old status.json's own blocks
+        # can be rewritten: a run that failed for lack of space must not keep saying "running".
+        # (Torn by a kill -9 it reads as no status, and the next launch resumes from last.pt.)
+        with open(path, "r+") as handle:
+            handle.truncate(0)
+            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def read_status(run_dir: Path | str) -> dict | None:
@@ -112,6 +127,25 @@ def prepare(run_dir: Path | str, spec, config_file: Path | str | None) -> Path:
         shutil.copyfile(config_file, run_dir / (DOT_CONFIG + ".tmp"))
         os.replace(run_dir / (DOT_CONFIG + ".tmp"), run_dir / DOT_CONFIG)
     return run_dir
+
+
+def never_trained(run_dir: Path | str) -> bool:
+    """True when a run directory holds no trained step: no checkpoint, not completed."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir) or {}
+    return (status.get("state") != COMPLETED and not (run_dir / LAST).exists() and not (run_dir / BEST).exists()
+            and not (status.get("step") or 0))
+
+
+def remove_temporaries(run_dir: Path | str, names) -> list[Path]:
+    """Delete the `.NAME.*` temporaries of atomic writes that a killed process left (call under the run lock)."""
+    removed = []
+    for name in names:
+        for stray in Path(run_dir).glob(f".{name}.*"):
+            if stray.is_file():
+                stray.unlink(missing_ok=True)
+                removed.append(stray)
+    return removed
 
 
 def read_spec(run_dir: Path | str):

@@ -24,8 +24,13 @@ class RunLog:
         if not self.enabled:
             return
         if self.path is not None:
-            with open(self.path, "a") as handle:
-                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            try:
+                with open(self.path, "a") as handle:
+                    handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            except OSError:
+                # A full or read-only disk: the run reports that itself; the log must not hide
+                # the reason behind a second error. Later lines still reach the terminal.
+                self.path = None
         if self.echo:
             tqdm.write(line, file=sys.stdout)
             sys.stdout.flush()

@@ -6,6 +6,8 @@ run is a matrix of one. The engine trains exactly what its RunSpec says.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 MODELS = ("lenet5", "resnet18", "resnet50", "gpt2")
@@ -68,6 +70,7 @@ class RunSpec:
         parts.append(self.pruning)
         if self.pruning != "none":
             parts.append(f"s{round(self.sparsity * 100)}")
+        parts.append(settings_digest(self))
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
 
@@ -90,6 +93,15 @@ class RunSpec:
             if isinstance(values.get(key, {}).get("betas"), list):
                 values[key] = {**values[key], "betas": tuple(values[key]["betas"])}
         return cls(**values)
+
+
+def settings_digest(spec: RunSpec) -> str:
+    """8 hex digits of every setting but the seed: runs that differ in anything (dataset, LR,
+    threads ...) get different run IDs and directories; the seeds of one config share it."""
+    data = dataclasses.asdict(spec)
+    data.pop("seed")
+    text = json.dumps(data, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _model_values(cfg, model: str) -> dict:
@@ -169,6 +181,6 @@ def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
                  "amp": ("fp16" if cfg.AMP_FP16 else "bf16") if cfg.MIXED_PRECISION else None,
                  "time_budget_s": cfg.TIME_BUDGET_SECONDS, "eval_interval": cfg.EVAL_INTERVAL,
                  "checkpoint_interval": cfg.CHECKPOINT_INTERVAL, "data_dir": cfg.DATA_DIR,
-                 "download": cfg.DATA_DOWNLOAD},
+                 "download": cfg.DATA_DOWNLOAD, "threads": cfg.CPU_THREADS},
         model_options=values["options"],
     )

@@ -3,7 +3,7 @@
     kconfig.py defconfig NAME      .config from defconfigs/NAME
     kconfig.py list                the shipped defconfigs with their descriptions
     kconfig.py olddefconfig        bring .config up to date with the Kconfig tree
-    kconfig.py savedefconfig [NAME]  minimal config to defconfigs/NAME, or stdout
+    kconfig.py savedefconfig [NAME] [--force]  minimal config to defconfigs/NAME (a plain name), or stdout
     kconfig.py allnoconfig | alldefconfig
     kconfig.py menuconfig          interactive editor (curses)
     kconfig.py genconfig           regenerate config.py from .config
@@ -23,15 +23,16 @@ import kconfiglib  # noqa: E402
 from lib import config  # noqa: E402
 
 
-def _finish(kconf, what: str) -> None:
+def _finish(kconf, what: str, source=None) -> None:
+    values = config.typed_values(kconf, source)  # refuses bad decimals before .config is touched
     config.write_dot_config(kconf, config.DOT_CONFIG)
-    config.write_config_py(config.typed_values(kconf), config.CONFIG_PY)
+    config.write_config_py(values, config.CONFIG_PY, config_file=config.DOT_CONFIG)
     print(f"wrote .config and config.py ({what})")
 
 
 def defconfig(name: str) -> None:
-    kconf = config.load_kconfig(config.defconfig_path(name))
-    _finish(kconf, f"from defconfigs/{name}")
+    path = config.defconfig_path(name)
+    _finish(config.load_kconfig(path), f"from defconfigs/{name}", path)
 
 
 def describe(path: Path) -> str:
@@ -51,7 +52,7 @@ def list_defconfigs() -> None:
 
 def olddefconfig() -> None:
     kconf = config.load_kconfig(config.DOT_CONFIG, drop_unknown=True)
-    _finish(kconf, "updated to the current Kconfig tree")
+    _finish(kconf, "updated to the current Kconfig tree", config.DOT_CONFIG)
 
 
 def minimal_config(kconf) -> str:
@@ -64,13 +65,27 @@ def minimal_config(kconf) -> str:
         os.unlink(tmp)
 
 
-def savedefconfig(name: str | None) -> None:
+def defconfig_target(name: str) -> Path:
+    """defconfigs/NAME for a plain file name; ConfigError for anything that could land elsewhere."""
+    if not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+        raise config.ConfigError(f"DEFCONFIG={name!r} must be a plain file name such as my-lenet5 (it is written "
+                                 "to defconfigs/NAME); to save elsewhere, run 'make savedefconfig > PATH'")
+    path = config.DEFCONFIG_DIR / name
+    if path.is_dir():
+        raise config.ConfigError(f"defconfigs/{name} is a directory; choose another DEFCONFIG name")
+    return path
+
+
+def savedefconfig(name: str | None, force: bool = False) -> None:
     kconf = config.load_kconfig(config.DOT_CONFIG)
     text = minimal_config(kconf)
     if not name:
         sys.stdout.write(text)
         return
-    path = config.DEFCONFIG_DIR / name
+    path = defconfig_target(name)
+    if path.exists() and not force:
+        raise config.ConfigError(f"defconfigs/{name} exists; overwrite it with 'make savedefconfig "
+                                 f"DEFCONFIG={name} FORCE=1', or choose another name")
     old = path.read_text() if path.exists() else None
     description = describe(path) if old else ""
     if description:
@@ -94,6 +109,10 @@ def alldefconfig() -> None:
 def menuconfig() -> None:
     import menuconfig as kconfiglib_menuconfig  # installed with kconfiglib
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()) or os.environ.get("TERM", "dumb") == "dumb":
+        raise config.ConfigError("menuconfig needs an interactive terminal; without one use 'make defconfig-NAME', "
+                                 "or edit .config and run 'make olddefconfig'")
+
     kconf = config.new_kconfig() if not config.DOT_CONFIG.exists() else config.load_kconfig(config.DOT_CONFIG)
     os.environ["KCONFIG_CONFIG"] = str(config.DOT_CONFIG)
     os.environ.setdefault("MENUCONFIG_STYLE", "aquatic")
@@ -114,7 +133,9 @@ def main(argv=None) -> int:
     sub.add_parser("defconfig").add_argument("name")
     sub.add_parser("list")
     sub.add_parser("olddefconfig")
-    sub.add_parser("savedefconfig").add_argument("name", nargs="?")
+    save = sub.add_parser("savedefconfig")
+    save.add_argument("name", nargs="?")
+    save.add_argument("--force", action="store_true", help="overwrite an existing defconfigs/NAME")
     sub.add_parser("allnoconfig")
     sub.add_parser("alldefconfig")
     sub.add_parser("menuconfig")
@@ -126,7 +147,7 @@ def main(argv=None) -> int:
         elif args.command == "list":
             list_defconfigs()
         elif args.command == "savedefconfig":
-            savedefconfig(args.name)
+            savedefconfig(args.name, args.force)
         else:
             globals()[args.command]()
     except config.ConfigError as error:

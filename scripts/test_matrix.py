@@ -17,7 +17,7 @@ from test_matrix import sweep  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="print the plan and estimated time; run nothing")
-    parser.add_argument("--rerun", metavar="WHICH", help="'failed': rerun only the failed runs")
+    parser.add_argument("--rerun", metavar="WHICH", help="'failed': rerun the failed runs too (with any unfinished ones)")
     args = parser.parse_args(argv)
     return sweep.main("test-matrix", "'make test-matrix' resumes the rest",
                       lambda cfg: sweep.run(cfg, rerun=args.rerun, dry_run=args.dry_run))

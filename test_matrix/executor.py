@@ -88,7 +88,10 @@ def _exit_reason(rc: int, output: Path) -> str:
 def _record_failure(run_dir: Path, reason: str) -> None:
     previous = rundir.read_status(run_dir) or {}
     extra = {"step": previous["step"]} if "step" in previous else {}
-    rundir.write_status(run_dir, rundir.FAILED, reason=reason, recorded_by="test_matrix", **extra)
+    try:
+        rundir.write_status(run_dir, rundir.FAILED, reason=reason, recorded_by="test_matrix", **extra)
+    except OSError:
+        pass  # a full or read-only disk: the run's own line said why; the status cannot be changed
 
 
 class Executor:
@@ -96,7 +99,8 @@ class Executor:
 
     def __init__(self, *, jobs: int = 1, gpus: list[str] | None = None, timeout_s: float = 0,
                  command: Callable[[Path, list[str]], list[str]] = default_command,
-                 cores: int | None = None, on_event=None, poll_s: float = 0.2, cwd: Path | None = None):
+                 cores: int | None = None, on_event=None, poll_s: float = 0.2, cwd: Path | None = None,
+                 threads: int | None = None):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.gpus = list(gpus or [])
@@ -107,16 +111,24 @@ class Executor:
         self.on_event = on_event or (lambda *a: None)
         self.poll_s = poll_s
         self.cwd = cwd
+        self.threads = threads  # the runs' CONFIG_CPU_THREADS: part of each run, never changed here
 
     def threads_per_run(self, n_jobs: int) -> int:
-        """CPU threads for each run so that the concurrent runs share the cores."""
+        """CPU threads for each run: the config's on the CPU, else a share of the cores (GPU runs'
+        results do not depend on it)."""
+        if self.threads and not self.gpus:
+            return self.threads
         return max(1, self.cores // max(1, min(self.slots, n_jobs)))
 
     def describe(self, n_jobs: int) -> str:
         if self.gpus:
             return f"{self.slots} at a time, one per GPU ({', '.join(self.gpus)})"
-        return (f"{min(self.slots, n_jobs) if n_jobs else self.slots} at a time on the CPU, "
-                f"{self.threads_per_run(n_jobs)} thread(s) each of {self.cores}")
+        at_once = min(self.slots, n_jobs) if n_jobs else self.slots
+        text = f"{at_once} at a time on the CPU, {self.threads_per_run(n_jobs)} thread(s) each of {self.cores}"
+        if at_once * self.threads_per_run(n_jobs) > self.cores:
+            text += (" (more threads than cores: the runs slow each other down; lower "
+                     "TEST_MATRIX_PARALLEL_JOBS or CPU_THREADS)")
+        return text
 
     def _env(self, threads: int, gpus: list[str]) -> dict:
         env = dict(os.environ)
@@ -141,7 +153,9 @@ class Executor:
             seconds = time.time() - started
             rc = proc.returncode
             output = job.run_dir / OUTPUT
-            if timed_out:
+            # A run that recorded "completed" before the timeout hit (it was only slow to exit)
+            # finished: the timeout must not overwrite that.
+            if timed_out and run_state.classify(job.run_dir)[0] != run_state.COMPLETED:
                 reason = f"timed out after {self.timeout_s:g} s (CONFIG_TEST_MATRIX_RUN_TIMEOUT)"
                 _record_failure(job.run_dir, reason)
             state, reason = run_state.classify(job.run_dir)
@@ -153,7 +167,7 @@ class Executor:
                 reason = _exit_reason(rc, output) if rc != 0 else f"exited 0 but status.json says {state}"
                 _record_failure(job.run_dir, reason)
                 state = run_state.FAILED
-            elif state == run_state.COMPLETED and rc != 0:
+            elif state == run_state.COMPLETED and rc != 0 and not timed_out:
                 state, reason = run_state.FAILED, _exit_reason(rc, output) + " (after completing)"
                 _record_failure(job.run_dir, reason)
             outcome = Outcome(job.run_id, state, reason, seconds)

@@ -5,19 +5,18 @@ summary read from summary.json follows.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
-from test_matrix import plan as plan_file
-from test_matrix.executor import default_command
+from test_matrix import foreground, plan as plan_file, state as run_state, sweep
+from test_matrix.executor import _exit_reason, _record_failure, default_command
 from test_matrix.sweep import SweepRefused, resolve
 
 
 def run_dir_of(cfg, spec) -> Path:
-    return resolve(cfg.OUTPUT_DIR) / spec.run_id
+    return resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR") / spec.run_id
 
 
 def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) -> int:
@@ -27,14 +26,29 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
     found = rundir.read_json(run_dir / rundir.SPEC)
     if found is not None and "--fresh" not in flags:
         why = plan_file.difference(found, plan_file.spec_json(spec))
-        if why:
+        if why and rundir.never_trained(run_dir):
+            # Nothing to lose (it failed before its first checkpoint, e.g. on a bad value): the
+            # corrected config takes the directory over; the old files are moved aside.
+            print(f"{run_dir} held a run of another config that never trained a step ({why}); replacing it",
+                  file=out)
+            flags = [*flags, "--fresh"]
+        elif why:
             raise SweepRefused(f"{run_dir} holds a run of another config ({why}); delete it, set another "
                                "OUTPUT_DIR, or start over with 'make FRESH=1'")
+    note = sweep.outside_note(cfg.OUTPUT_DIR, run_dir.parent)
+    if note:
+        print(note, file=out)
     rundir.prepare(run_dir, spec, Path(cfg.source))
     print(f"Run {spec.run_id} -> {run_dir}", file=out, flush=True)
-    rc = subprocess.call(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    rc, interrupts = foreground.run(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    if rc != 0 and run_state.classify(run_dir)[0] in (run_state.INTERRUPTED, run_state.PENDING):
+        # The engine died without recording why (SIGKILL, out of memory): say it in status.json,
+        # which must not claim "running" for a run that is gone.
+        _record_failure(run_dir, _exit_reason(rc, run_dir / rundir.LOG))
     print_summary(run_dir, out)
-    return rc
+    if rc == 0:
+        return 0
+    return 130 if interrupts else 1 if rc < 0 else rc
 
 
 def print_summary(run_dir: Path, out) -> None:

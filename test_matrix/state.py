@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from lib import rundir
@@ -68,4 +69,7 @@ def classify(run_dir: Path | str) -> tuple[str, str | None]:
         return RUNNING, f"running on {host} (pid {status.get('pid')})"
     if _alive(status.get("pid"), status.get("updated")):
         return RUNNING, f"running (pid {status.get('pid')})"
-    return INTERRUPTED, "its process is gone; the next launch resumes it"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["updated"])) if isinstance(
+        status.get("updated"), (int, float)) else "?"
+    return INTERRUPTED, (f"its process (pid {status.get('pid')}, status written {when}) is gone: stopped or killed, "
+                         "with its sweep or alone; the next launch resumes it from its last checkpoint")

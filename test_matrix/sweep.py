@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
+from lib.storage_errors import describe as describe_storage_error, is_storage_error
 from test_matrix import estimate, plan as plan_file, state as run_state
 from test_matrix.executor import Executor, Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
@@ -37,16 +38,36 @@ def main(prefix: str, resume_hint: str, body) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; finished runs are kept, {resume_hint}", file=sys.stderr)
         return 130
+    except OSError as exc:  # the output directory is read-only, full, or a file
+        if not is_storage_error(exc):
+            raise
+        print(f"{prefix}: {describe_storage_error(exc)}", file=sys.stderr)
+        return 2
 
 
-def resolve(path: str | Path) -> Path:
-    """Config paths are relative to the project root, where .config lives."""
-    path = Path(path)
+def resolve(path: str | Path, symbol: str = "the directory setting") -> Path:
+    """Config paths are relative to the project root, where .config lives; `~` is the home directory."""
+    text = str(path).strip() if path is not None else ""
+    if not text:
+        raise SweepRefused(f"{symbol} is empty, which would write into the project itself; set a directory "
+                           "such as 'runs' in 'make menuconfig'")
+    path = Path(text).expanduser()
     return path if path.is_absolute() else lib_config.ROOT / path
 
 
+def outside_note(value: str, resolved: Path) -> str | None:
+    """A line for a relative setting that climbs out of the project ('../..'), else None."""
+    if Path(str(value).strip()).expanduser().is_absolute():
+        return None
+    try:
+        resolved.resolve().relative_to(lib_config.ROOT.resolve())
+        return None
+    except ValueError:
+        return f"note: {value!r} is relative to the project and leads outside it, to {resolved.resolve()}"
+
+
 def results_dir_of(cfg) -> Path:
-    return resolve(cfg.TEST_MATRIX_RESULTS_DIR)
+    return resolve(cfg.TEST_MATRIX_RESULTS_DIR, "CONFIG_TEST_MATRIX_RESULTS_DIR")
 
 
 def detect_gpus(runs) -> list[str]:
@@ -64,7 +85,8 @@ def detect_gpus(runs) -> list[str]:
 
 
 def check(cfg, results_dir: Path):
-    """The runs and their specs, after refusing unfair expansions and stale directories."""
+    """The runs, their specs and the IDs of stale directories to take over, after refusing
+    unfair expansions and stale directories that hold trained steps."""
     runs = expand(cfg)
     problems = fairness_problems(runs)
     if problems:
@@ -72,12 +94,17 @@ def check(cfg, results_dir: Path):
                            "test_matrix/expand.py, please report it")
     specs = {r.run_id: plan_file.spec_json(r) for r in runs}
     stale = plan_file.stale_runs(results_dir, specs)
+    # A stale directory that never trained a step (it failed on a bad value) has nothing to
+    # lose: the current config takes it over (--fresh moves its files aside).
+    replace = {run_id for run_id, _why in stale if rundir.never_trained(plan_file.run_dir(results_dir, run_id))
+               and run_state.classify(plan_file.run_dir(results_dir, run_id))[0] != run_state.RUNNING}
+    stale = [(run_id, why) for run_id, why in stale if run_id not in replace]
     if stale:
         run_id, why = stale[0]
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise SweepRefused(f"{results_dir}/{run_id}{more} came from a different config ({why}); set another "
                            "TEST_MATRIX_RESULTS_DIR, or delete those run directories to redo them")
-    return runs, specs
+    return runs, specs, replace
 
 
 def _schedule_lines(runs) -> list[str]:
@@ -114,10 +141,12 @@ def print_plan(runs, states, executor: Executor, est: dict[str, float], results_
                                                        run_state.RUNNING, run_state.PENDING) if counts[s])
           + f"; {len(todo)} to run now", file=out)
     width = max(len(r.run_id) for r in runs)
-    for r in runs if every_run else []:
+    for r in runs:
         state, reason = states[r.run_id]
+        if not every_run and state != run_state.INTERRUPTED:
+            continue  # a real sweep names only the runs it resumes, and why they stopped
         guess = f"~{fmt_duration(est[r.run_id])}" if r.run_id in est and r in todo else ""
-        note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING) else ""
+        note = f"  ({reason})" if reason and state in (run_state.FAILED, run_state.RUNNING, run_state.INTERRUPTED) else ""
         print(f"  {r.run_id:<{width}}  {state:<11} {guess}{note}", file=out)
     known = [est[r.run_id] for r in todo if r.run_id in est]
     if not todo:
@@ -144,13 +173,19 @@ def _states(runs, results_dir: Path) -> dict[str, tuple[str, str | None]]:
     return {r.run_id: run_state.classify(plan_file.run_dir(results_dir, r.run_id)) for r in runs}
 
 
-def _to_run(runs, states, rerun: str | None):
+def _to_run(runs, states, rerun: str | None, replace=frozenset()):
     """The runs to launch now, with their launch flags."""
     todo = []
     for r in runs:
         state, reason = states[r.run_id]
-        if rerun == "failed":
-            if state == run_state.FAILED:
+        if r.run_id in replace:
+            todo.append((r, ["--fresh"]))
+        elif rerun == "failed":
+            if state in (run_state.PENDING, run_state.INTERRUPTED):
+                # A failed run fixed in .config is a new run (another settings digest): RERUN=failed
+                # runs it too, and whatever else is unfinished.
+                todo.append((r, []))
+            elif state == run_state.FAILED:
                 # Start a failed run over (the engine moves its old outputs aside), except one
                 # that was cut short, which goes on from its checkpoint.
                 cut_short = any(word in (reason or "") for word in ("timed out", "interrupted"))
@@ -171,13 +206,13 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     if rerun is not None and rerun not in RERUN_CHOICES:
         raise SweepRefused(f"RERUN={rerun} is not understood; use RERUN=failed to rerun the failed runs")
     results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
-    runs, specs = check(cfg, results_dir)
+    runs, specs, replace = check(cfg, results_dir)
     gpus = detect_gpus(runs) if gpus is None else gpus
     executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
-                        command=command, cores=cores, cwd=lib_config.ROOT)
+                        command=command, cores=cores, cwd=lib_config.ROOT, threads=cfg.CPU_THREADS)
     states = _states(runs, results_dir)
-    todo = _to_run(runs, states, rerun)
-    est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
+    todo = _to_run(runs, states, rerun, replace)
+    est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR")]))
     if dry_run:
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out)
         print("Dry run: nothing was run or written.", file=out)
@@ -189,10 +224,16 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     previous_term = _term_as_interrupt()
     try:
         # Under the lock, states are final: nobody else can be writing these directories.
-        runs, specs = check(cfg, results_dir)
+        runs, specs, replace = check(cfg, results_dir)
         states = _states(runs, results_dir)
-        todo = _to_run(runs, states, rerun)
+        todo = _to_run(runs, states, rerun, replace)
         plan_file.write_plan(results_dir, cfg, runs)
+        for run_id in sorted(replace):
+            print(f"  {run_id}: its directory held another config's run that never trained a step; "
+                  "starting it over", file=out)
+        note = outside_note(cfg.TEST_MATRIX_RESULTS_DIR, results_dir)
+        if note:
+            print(note, file=out)
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
         for spec, _flags in todo:
             rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))
@@ -231,7 +272,7 @@ def _conclude(final: dict, results_dir: Path, cfg, make_report: bool, out) -> in
     for run_id in failed:
         print(f"  failed: {run_id}: {final[run_id][1]}", file=out)
     if failed:
-        print("Rerun only the failed runs with: make test-matrix RERUN=failed", file=out)
+        print("Rerun the failed runs (and any unfinished ones) with: make test-matrix RERUN=failed", file=out)
     if make_report:
         from test_matrix import report
         try:

@@ -102,3 +102,25 @@ def test_data_order_is_a_function_of_seed_epoch_and_step():
     assert not torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
     assert torch.equal(torch.rand(4, generator=seeding.batch_generator(1, 5, 0)),
                        torch.rand(4, generator=seeding.batch_generator(1, 5, 0)))
+
+
+def test_zeroed_bytes_inside_tensor_data_are_refused_by_the_checksum(tmp_path):
+    # the repro: 4,000 zero bytes in the middle of last.pt loaded silently before
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"step": 3, "model": {"w": torch.randn(50_000, generator=torch.Generator().manual_seed(0))}})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = bytes(4000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    message = str(err.value)
+    assert str(path) in message and "checksum" in message and "FRESH=1" in message and "\n" not in message
+
+
+def test_checksum_covers_every_value_and_ignores_container_type():
+    base = {"model": {"w": torch.ones(3)}, "step": 1, "betas": (0.9, 0.99)}
+    assert checkpoint.checksum(base) == checkpoint.checksum({**base, "betas": [0.9, 0.99]})
+    assert checkpoint.checksum(base) != checkpoint.checksum({**base, "step": 2})
+    assert checkpoint.checksum(base) != checkpoint.checksum({**base, "model": {"w": torch.tensor([1.0, 1.0, 1.5])}})
+    assert checkpoint.checksum(base) != checkpoint.checksum({**base, "model": {"w": torch.ones(3, dtype=torch.float64)}})

@@ -5,11 +5,11 @@ import pytest
 
 from lib.config import ConfigError, from_defconfig
 from test_matrix.expand import budget_of, config_id, expand, fairness_problems, schedule_of
-from test_matrix_fakes import LENET_COMPARE, write_config
+from test_matrix_fakes import LENET_COMPARE, stem, write_config
 
 
 def ids(cfg):
-    return [r.run_id for r in expand(cfg)]
+    return [stem(r.run_id) for r in expand(cfg)]
 
 
 def test_lenet5_cpu_compare_is_four_configurations_times_two_seeds():
@@ -23,7 +23,7 @@ def test_lenet5_cpu_compare_is_four_configurations_times_two_seeds():
 @pytest.mark.parametrize("name", ["gpt2-finewebedu-spam-vs-bitter7"])
 def test_spam_vs_bitter7_is_two_runs_on_adamwspam(name):
     runs = expand(from_defconfig(name))
-    assert [r.run_id for r in runs] == ["gpt2-adamwspam-magnitude-s50-seed1",
+    assert [stem(r.run_id) for r in runs] == ["gpt2-adamwspam-magnitude-s50-seed1",
                                         "gpt2-adamwprune-bitter7-state-s50-seed1"]
     assert all(r.optimizer_args.get("spam_theta") == 50 for r in runs)
     assert runs[1].optimizer_args["base"] == "adamwspam"
@@ -64,7 +64,7 @@ def test_state_pruning_only_with_adamwprune_and_dense_once_per_optimizer(tmp_pat
     runs = expand(cfg)
     assert all((r.optimizer == "adamwprune") == (r.pruning == "state") for r in runs)
     dense = [r for r in runs if r.pruning == "none"]
-    assert [r.run_id for r in dense] == ["lenet5-adamw-none-seed1", "lenet5-adamw-none-seed2"]
+    assert [stem(r.run_id) for r in dense] == ["lenet5-adamw-none-seed1", "lenet5-adamw-none-seed2"]
     assert all(r.sparsity == 0.0 and r.prune_warmup == 0 for r in dense)
 
 
@@ -80,7 +80,7 @@ def test_ids_are_readable_and_stable():
     first, again = ids(cfg), ids(cfg)
     assert first == again
     assert "lenet5-adamwprune-bitter7-state-s90-seed1" in first
-    assert config_id(expand(cfg)[-1]) == "lenet5-adamwprune-bitter7-state-s90"
+    assert stem(config_id(expand(cfg)[-1])) == "lenet5-adamwprune-bitter7-state-s90"
 
 
 @pytest.mark.parametrize("name", ["lenet5-cpu-compare", "resnet18-cifar10-compare",
@@ -116,5 +116,5 @@ def test_fairness_check_catches_a_different_ramp_or_budget():
 def test_tiny_and_full_size_gpt2_runs_never_share_a_directory():
     tiny = expand(from_defconfig("gpt2-tiny-cpu"))
     full = expand(from_defconfig("gpt2-finewebedu-bitter7"))
-    assert [r.run_id for r in tiny] == ["gpt2tiny-adamwprune-bitter7-state-s50-seed1"]
-    assert [r.run_id for r in full] == ["gpt2-adamwprune-bitter7-state-s50-seed1"]
+    assert [stem(r.run_id) for r in tiny] == ["gpt2tiny-adamwprune-bitter7-state-s50-seed1"]
+    assert [stem(r.run_id) for r in full] == ["gpt2-adamwprune-bitter7-state-s50-seed1"]

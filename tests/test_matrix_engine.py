@@ -11,7 +11,7 @@ import pytest
 from lib import config as lib_config
 from lib import rundir
 from test_matrix import plan as plan_file, sweep
-from test_matrix_fakes import write_config
+from test_matrix_fakes import run_path, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_diverging_sgd_fails_alone_and_is_rerun_alone(tmp_path):
     out = io.StringIO()
     assert sweep.run(cfg, out=out) == 1, out.getvalue()
     results = tmp_path / "results"
-    sgd, adamw = results / "lenet5-sgd-none-seed1", results / "lenet5-adamw-none-seed1"
+    sgd, adamw = run_path(results, "lenet5-sgd-none-seed1"), run_path(results, "lenet5-adamw-none-seed1")
     assert rundir.read_status(sgd)["state"] == "failed"
     assert rundir.read_status(adamw)["state"] == "completed"
     finished = (adamw / "summary.json").stat().st_mtime_ns

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -24,10 +25,11 @@ FAKE_ENGINE = textwrap.dedent('''
     sys.path.insert(0, ROOT)
     from lib import rundir
 
+    import re
     run_dir = sys.argv[1]
     fresh = "--fresh" in sys.argv[2:]
     spec = rundir.read_json(os.path.join(run_dir, "spec.json"))
-    run_id = spec["run_id"]
+    run_id = re.sub(r"-[0-9a-f]{8}(?=-seed)", "", spec["run_id"])  # FAKE_* name runs without the digest
     with open(os.path.join(run_dir, "launches.txt"), "a") as f:
         f.write(" ".join(sys.argv[2:]) + "\\n")
     status = rundir.read_status(run_dir) or {}
@@ -101,6 +103,18 @@ def write_config(tmp_path: Path, text: str, name: str = "test.config") -> lib_co
     return lib_config.load(path)
 
 
+def stem(text: str) -> str:
+    """Run IDs and config IDs in `text` without their settings digest: how tests name runs."""
+    return re.sub(r"-[0-9a-f]{8}\b", "", text)
+
+
+def run_path(parent: Path, name: str) -> Path:
+    """The one run directory under `parent` whose ID (with or without the digest) is `name`."""
+    found = [p for p in Path(parent).iterdir() if name in (p.name, stem(p.name))] if Path(parent).is_dir() else []
+    assert len(found) == 1, f"expected one run {name} in {parent}, found {[p.name for p in found]}"
+    return found[0]
+
+
 def launches(run_dir: Path) -> list[str]:
     """The flags of every launch of a run by the fake engine, in order."""
     path = Path(run_dir) / "launches.txt"
@@ -130,3 +144,12 @@ def load_script(name):
 def use_config(monkeypatch, path):
     """Make lib.config.load() (what the scripts call) read `path` instead of the project's .config."""
     monkeypatch.setattr(lib_config, "load", functools.partial(LOAD, path))
+
+
+def linger_after_completing(tmp_path: Path, seconds: float):
+    """A `command` whose run completes (status.json "completed"), then is slow to exit."""
+    script = tmp_path / "linger.py"
+    script.write_text(f"import sys, time\nsys.path.insert(0, {str(lib_config.ROOT)!r})\nfrom lib import rundir\n"
+                      "rundir.write_status(sys.argv[1], 'completed', step=5)\n"
+                      f"time.sleep({seconds})\n")
+    return lambda run_dir, flags: [sys.executable, str(script), str(run_dir), *flags]

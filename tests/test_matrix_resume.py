@@ -75,7 +75,11 @@ def test_killed_sweep_resumes_without_recomputing_finished_runs(tmp_path, how, m
     assert not any(alive(pid) for pid in orphans)
     finished = {d.name for d in plan_file.run_dirs(results) if (rundir.read_status(d) or {}).get("state") == "completed"}
     interrupted = [d.name for d in plan_file.run_dirs(results) if run_state.classify(d)[0] == run_state.INTERRUPTED]
-    assert finished and interrupted
+    # Where each interrupted run's checkpoint stood when the sweep died. A run the executor had
+    # only just started (its neighbour finished one poll later) may have none yet: it rightly
+    # starts over. Expecting every interrupted run to resume was the race behind a rare failure.
+    saved = {name: (rundir.read_json(results / name / "last.json") or {}).get("step", 0) for name in interrupted}
+    assert finished and any(saved.values()), saved
 
     out = io.StringIO()
     assert sweep.run(cfg, command=fake_engine(tmp_path), out=out, make_report=False, cores=2) == 0, out.getvalue()
@@ -85,6 +89,6 @@ def test_killed_sweep_resumes_without_recomputing_finished_runs(tmp_path, how, m
             assert len(launches(run_dir)) == 1, f"{run_dir.name} was recomputed"
     for name in interrupted:
         fake = rundir.read_json(results / name / "summary.json")["fake"]
-        assert fake["resumed_from"] >= 1, f"{name} started over instead of resuming"
+        assert fake["resumed_from"] == saved[name], f"{name} did not resume from its checkpoint"
         steps = [m["step"] for m in rundir.read_metrics(results / name)]
         assert steps == sorted(set(steps)) and steps[-1] == 6

@@ -10,7 +10,7 @@ import pytest
 from lib import rundir
 from test_matrix import plan as plan_file, report
 from test_matrix.expand import config_id, expand
-from test_matrix_fakes import LENET_COMPARE, load_script, use_config, write_config
+from test_matrix_fakes import LENET_COMPARE, load_script, run_path, stem, use_config, write_config
 
 # final accuracy of each run by configuration, per seed (None: that seed failed)
 FINAL = {"lenet5-adamw-none": [98.0, 99.0], "lenet5-adamw-magnitude-s90": [97.1, 96.5],
@@ -25,7 +25,7 @@ def make_results(tmp_path, text=LENET_COMPARE):
     plan_file.write_plan(results, cfg, runs)
     for run in runs:
         run_dir = rundir.prepare(results / run.run_id, run, None)
-        final = FINAL.get(config_id(run), [90.0, 91.0])[run.seed - 1]
+        final = FINAL.get(stem(config_id(run)), [90.0, 91.0])[run.seed - 1]
         if final is None:
             rundir.write_status(run_dir, rundir.FAILED, reason="loss is NaN at step 40")
             continue
@@ -48,15 +48,22 @@ def make_results(tmp_path, text=LENET_COMPARE):
 def build(results, cfg=None):
     out = io.StringIO()
     report.build(results, current_cfg=cfg, out=out)
-    return out.getvalue()
+    return stem(out.getvalue())
+
+
+def read_table(results):
+    """summary.csv indexed by configuration, named without the settings digest."""
+    table = pd.read_csv(results / "summary.csv").set_index("config")
+    table.index = table.index.map(stem)
+    return table
 
 
 def test_table_equals_hand_computation_from_summaries(tmp_path):
     cfg, results = make_results(tmp_path)
     text = build(results, cfg)
-    table = pd.read_csv(results / "summary.csv").set_index("config")
+    table = read_table(results)
     for config in FINAL:
-        summaries = [rundir.read_json(d / "summary.json") for d in sorted(results.glob(config + "-seed*"))
+        summaries = [rundir.read_json(d / "summary.json") for d in sorted(results.glob(config + "-*-seed*"))
                      if (d / "summary.json").exists()]
         finals = [s["final"]["accuracy"] for s in summaries]
         row = table.loc[config]
@@ -72,7 +79,7 @@ def test_table_equals_hand_computation_from_summaries(tmp_path):
         else:
             assert math.isnan(row["final_std"])
     assert table.loc["lenet5-adamwprune-bitter7-state-s90", "failed"] == 1
-    markdown = (results / "report.md").read_text()
+    markdown = stem((results / "report.md").read_text())
     assert "98.50 ± 0.71" in markdown and "98.50 ± 0.71" in text
     movement = next(line for line in markdown.splitlines() if line.startswith("| lenet5-adamw-movement-s90 "))
     assert "| 2.0 KiB " in movement and "| 1000 B " in movement and "| 3.00x " in movement
@@ -85,7 +92,7 @@ def test_table_equals_hand_computation_from_summaries(tmp_path):
 def test_plots_are_written_and_linked(tmp_path):
     _cfg, results = make_results(tmp_path)
     build(results)
-    markdown = (results / "report.md").read_text()
+    markdown = stem((results / "report.md").read_text())
     for name in ("metric_vs_sparsity.png", "curves-lenet5.png", "memory.png"):
         assert (results / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{name})" in markdown
@@ -96,19 +103,19 @@ def test_runs_of_an_older_config_are_named_not_mixed(tmp_path):
     # a leftover run the plan does not know, and one whose spec changed since
     stray = results / "lenet5-adamw-none-seed9"
     stray.mkdir()
-    spec = rundir.read_json(results / "lenet5-adamw-none-seed1" / "spec.json")
+    spec = rundir.read_json(run_path(results, "lenet5-adamw-none-seed1") / "spec.json")
     rundir.write_json(stray / "spec.json", dict(spec, seed=9, run_id=stray.name))
     rundir.write_json(stray / "summary.json", {"metric": "accuracy", "final": {"accuracy": 10.0},
                                                "best": {"accuracy": 10.0}})
     rundir.write_status(stray, rundir.COMPLETED)
-    changed = results / "lenet5-adamw-magnitude-s90-seed2" / "spec.json"
+    changed = run_path(results, "lenet5-adamw-magnitude-s90-seed2") / "spec.json"
     old = rundir.read_json(changed)
     rundir.write_json(changed, dict(old, optimizer_args=dict(old["optimizer_args"], lr=0.5)))
     text = build(results, cfg.replace(LENET5_LEARNING_RATE=0.002))
-    table = pd.read_csv(results / "summary.csv").set_index("config")
+    table = read_table(results)
     assert table.loc["lenet5-adamw-none", "final_mean"] == pytest.approx(98.5)  # the stray 10.0 is not in it
     assert table.loc["lenet5-adamw-magnitude-s90", "n"] == 1
-    markdown = (results / "report.md").read_text()
+    markdown = stem((results / "report.md").read_text())
     assert "lenet5-adamw-none-seed9`: not in this directory's plan" in markdown
     assert "lenet5-adamw-magnitude-s90-seed2`: made with another config (optimizer_args.lr" in markdown
     assert "the current .config asks for a different matrix" in markdown and "left out: lenet5-adamw-none-seed9" in text
@@ -116,14 +123,14 @@ def test_runs_of_an_older_config_are_named_not_mixed(tmp_path):
 
 def test_unfair_schedules_and_unequal_budgets_are_flagged(tmp_path):
     cfg, results = make_results(tmp_path, LENET_COMPARE + "CONFIG_ADAMWPRUNE_VARIANT_BITTER2=y")
-    hparams = results / "lenet5-adamw-movement-s90-seed1" / "hparams.json"
+    hparams = run_path(results, "lenet5-adamw-movement-s90-seed1") / "hparams.json"
     rundir.write_json(hparams, dict(rundir.read_json(hparams), ramp_end=3000))
     build(results)
-    markdown = (results / "report.md").read_text()
+    markdown = stem((results / "report.md").read_text())
     assert "UNFAIR lenet5: runs do not share one pruning schedule" in markdown and "ramp_end=3000" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| lenet5-adamwprune-bitter2-state-s90 "))
     assert "unequal budget" in row
-    assert pd.read_csv(results / "summary.csv").set_index("config").loc[
+    assert read_table(results).loc[
         "lenet5-adamwprune-bitter2-state-s90", "unequal_budget"]
 
 
