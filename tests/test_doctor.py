@@ -44,7 +44,7 @@ def test_report_with_injected_gpus_shows_them_and_the_generic_row(defaults, monk
     assert "GPUs: 2" in text and "GPU 1: NVIDIA H100 80GB HBM3, 79.2 GiB [cuda]" in text
     # Kconfig defaults: compile off, so the eager factor halves the compiled row.
     want = hwdetect.auto_hyperparams("gpt2", [H100] * 2, compile=False)
-    assert f"gpt2: {want.line()}" in text and "generic row" in text
+    assert f"gpt2: {want.line()}" in text and "generic memory row" in text
 
 
 def test_free_disk_measures_the_nearest_existing_parent(tmp_path):
