@@ -162,7 +162,9 @@ def test_main_refuses_cuda_without_gpus(capsys):
 
 
 @pytest.mark.slow
-def test_make_doctor_passes_on_this_machine_within_two_minutes(tmp_path):
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="on a CPU machine tests/test_gpu_check.py runs the whole doctor (and times it)")
+def test_make_doctor_passes_on_this_gpu_machine(tmp_path):
     began = time.monotonic()
     result = subprocess.run([sys.executable, "scripts/doctor.py", "--json", str(tmp_path / "d.json")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -170,5 +172,7 @@ def test_make_doctor_passes_on_this_machine_within_two_minutes(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     results = json.loads((tmp_path / "d.json").read_text())["results"]
     assert {r["status"] for r in results} <= {"pass", "skip"}
-    assert any(r["check"] == "lenet5 torch.compile" and r["status"] == "pass" for r in results)
-    assert seconds < 120, f"make doctor took {seconds:.0f} s"
+    assert any(r["check"] == "gpt2-tiny torch.compile" and r["device"] == "cuda:0" and r["status"] == "pass"
+               for r in results)
+    assert any(r["check"] == "DDP nccl" and r["status"] == "pass" for r in results)
+    assert seconds < 240, f"make doctor took {seconds:.0f} s"
