@@ -15,14 +15,15 @@ dir=${1:-${OUT:-gpu-check-$(date -u +%Y%m%d-%H%M%S)}}
 mkdir -p "$dir" || { echo "gpu_check: cannot create $dir; pass a writable directory" >&2; exit 2; }
 dir=$(cd "$dir" && pwd)
 
-# `make` when the project's .venv is set up; otherwise (a bare GPU machine without network,
-# where make would try to build .venv) the same entry points with the Python that has torch.
-if [ -f .venv/.installed ] && [ -x .venv/bin/python ]; then
+# `make` when the project's .venv is set up and current; otherwise (a bare GPU machine
+# without network, where make would try to build .venv) the same entry points with the
+# Python that has torch ($PYTHON, else .venv's, else python3).
+if [ -x .venv/bin/python ] && make -q .venv/.installed 2>/dev/null; then
     py=.venv/bin/python
     doctor=(make -s doctor ARGS="--json $dir/doctor.json")
     bench=(make -s bench-gpt2 ARGS="--device cuda --json $dir/bench-gpt2.json")
 else
-    py=${PYTHON:-python3}
+    py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
     doctor=("$py" scripts/doctor.py --json "$dir/doctor.json")
     bench=("$py" scripts/bench_gpt2.py --device cuda --json "$dir/bench-gpt2.json")
 fi

@@ -154,6 +154,11 @@ def train_steps(model_name: str, device, amp, *, compiled: bool = False) -> str:
 
 def fused_adamw(device) -> str:
     """torch's fused AdamW kernel on this device, against the foreach one (same math), float32."""
+    with deterministic(device):
+        return _fused_vs_foreach(device)
+
+
+def _fused_vs_foreach(device) -> str:
     a = lenet5().to(device)
     b = copy.deepcopy(a)
     try:
@@ -202,16 +207,17 @@ def bitter7_mask_update(device, amp) -> str:
 
 @contextlib.contextmanager
 def deterministic(device):
-    """cuDNN's deterministic algorithms, so two identical continuations agree bit for bit."""
+    """cuDNN's deterministic algorithms, so two identical computations agree bit for bit."""
     if device.type != "cuda":
         yield
         return
-    before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+        cudnn.deterministic, cudnn.benchmark = before
 
 
 def checkpoint_resume(device, amp) -> str:

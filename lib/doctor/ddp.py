@@ -39,6 +39,9 @@ def _worker(rank: int, world: int, backend: str, port: int, out_dir: str) -> Non
         device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+            # TF32 convolutions would round the DDP and the one-process gradients differently.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=TIMEOUT_S))
         model = lenet5().to(device)
