@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.device import autocast, peak_memory_bytes, reset_peak_memory
+from lib.device import autocast, optimizer_step, peak_memory_bytes, reset_peak_memory
 from lib.pruning import is_update_step
 
 
@@ -67,12 +67,7 @@ def time_case(make_optimizer, cfg: GPTConfig, *, device: torch.device, batch: in
         (scaler.scale(loss) if scaler.is_enabled() else loss).backward()
         _sync(device)
         middle = time.perf_counter()
-        if scaler.is_enabled():
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(optimizer, scaler)
         _sync(device)
         ended = time.perf_counter()
         if index >= warmup:

@@ -147,16 +147,8 @@ def auto_batch(device: torch.device, compile: bool) -> int:
     return hwdetect.auto_hyperparams("gpt2", [gpu], compile=compile).batch_size
 
 
-def per_step_bench(args, names: list[str], device: torch.device) -> int:
+def per_step_bench(args, names: list[str], device: torch.device, cfg: GPTConfig) -> int:
     """Each case at each compile setting, every step timed alone; table and --json."""
-    try:
-        cfg = GPTConfig(vocab_size=args.vocab, block_size=args.block, n_layer=args.layers, n_head=args.heads,
-                        n_embd=args.width)
-    except ValueError as err:
-        print(f"bench_gpt2: {err}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     amp, notes = resolve_amp("bf16", device)
     for note in notes:
         print(f"notice: {note}")
@@ -277,21 +269,20 @@ def main(argv=None) -> int:
     for key, value in shape.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if per_step:
-        if args.update_every < 1 or args.frequency < 1 or args.iters < 2:
-            print("bench_gpt2: --update-every and --frequency must be at least 1 and --iters at least 2",
-                  file=sys.stderr)
-            return 2
-        return per_step_bench(args, names, device)
+    if per_step and (args.update_every < 1 or args.frequency < 1 or args.iters < 2):
+        print("bench_gpt2: --update-every and --frequency must be at least 1 and --iters at least 2", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
     try:
         cfg = GPTConfig(vocab_size=args.vocab, block_size=args.block, n_layer=args.layers, n_head=args.heads,
                         n_embd=args.width)
     except ValueError as err:
         print(f"bench_gpt2: {err}", file=sys.stderr)
         return 2
+    if per_step:
+        return per_step_bench(args, names, device, cfg)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     gen = torch.Generator().manual_seed(0)
     batch = tuple(torch.randint(0, min(args.vocab, 50257), (args.batch, args.block), generator=gen)
                   for _ in range(2))

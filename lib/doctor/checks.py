@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lib import checkpoint, optimizers
-from lib.device import autocast, resolve_amp
+from lib.device import autocast, optimizer_step, resolve_amp
 
 STEPS = 5
 # The tiny GPT-2 preset's default shape (gpt2/Kconfig GPT2_TINY_*) with the byte tokenizer.
@@ -108,12 +108,7 @@ class Trainer:
         with autocast(self.amp, self.device):
             loss = self.loss_fn(self.model, self.batch_fn(self.device, index))
         (self.scaler.scale(loss) if self.scaler.is_enabled() else loss).backward()
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.optimizer, self.scaler)
         value = float(loss.detach())
         if not torch.isfinite(torch.tensor(value)):
             raise CheckFailed(f"training loss is {value} at step {index + 1}")
