@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh and its summary: figures from real (CPU) doctor and bench outputs."""
 import json
 import os
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,13 +52,22 @@ def test_gpu_check_script_on_a_cpu_machine(tmp_path):
     if shutil.which("timeout") is None:
         pytest.skip("needs coreutils timeout")
     out = tmp_path / "out"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     result = subprocess.run(["bash", "scripts/gpu_check.sh", str(out)], cwd=ROOT, capture_output=True, text=True,
                             timeout=600, env={**os.environ, "MAKEFLAGS": ""})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
     steps = dict(line.split(" ", 1) for line in (out / "steps.txt").read_text().splitlines())
     assert steps["doctor"].startswith("rc=0 ") and steps["bench-gpt2"].startswith("rc=2 ")
+    # The two-minute budget, as CPU time of every process the script started (the doctor,
+    # its DDP workers, the refused bench): on a machine shared with other work the wall
+    # clock only says how busy the machine was. Wall time is held to it on an idle machine.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 115, f"gpu_check.sh used {cpu:.0f} s of CPU time"
     seconds = int(steps["doctor"].split("seconds=")[1])
-    assert seconds < 120, f"make doctor took {seconds} s"
+    if max(load, os.getloadavg()[0]) < (os.cpu_count() or 1) / 2:
+        assert seconds < 120, f"make doctor took {seconds} s on an idle machine"
     results = json.loads((out / "doctor.json").read_text())["results"]
     assert {r["status"] for r in results} <= {"pass", "skip"} and len(results) == 8
     assert "torch sees no GPU" in (out / "bench-gpt2.txt").read_text()

@@ -96,7 +96,7 @@ def bitter7(model, *, warmup_end=1, ramp_end=2, **kw):
                              target_sparsity=0.5, warmup_end=warmup_end, ramp_end=ramp_end, frequency=1, **kw)
 
 
-class Trainer:
+class Stepper:
     """A few optimizer steps as the engine takes them: autocast forward, (scaled) backward."""
 
     def __init__(self, model, optimizer, loss_fn, batch_fn, device, amp):
@@ -135,7 +135,7 @@ def train_steps(model_name: str, device, amp, *, compiled: bool = False) -> str:
         eager = float(loss_fn(model, batch_fn(device)))
     # Only the training graph is compiled (one compilation): its first loss is taken at
     # the same weights as the eager one above.
-    trainer = Trainer(torch.compile(model) if compiled else model, adamw(model), loss_fn, batch_fn, device, amp)
+    trainer = Stepper(torch.compile(model) if compiled else model, adamw(model), loss_fn, batch_fn, device, amp)
     losses = [trainer.step(0) for _ in range(STEPS)]
     if compiled and abs(losses[0] - eager) > LOSS_RTOL[amp] * max(abs(eager), 1.0):
         raise CheckFailed(f"compiled loss {losses[0]:.6g} differs from eager {eager:.6g} on the same weights")
@@ -162,7 +162,7 @@ def _fused_vs_foreach(device) -> str:
         raise CheckFailed("optimizers.create(fused=True) did not build torch's fused kernel")
     foreach = adamw(b, fused=False)
     for model, opt in ((a, fused), (b, foreach)):
-        trainer = Trainer(model, opt, lenet5_loss, lenet5_batch, device, None)
+        trainer = Stepper(model, opt, lenet5_loss, lenet5_batch, device, None)
         for i in range(3):
             trainer.step(i)
     with torch.no_grad():
@@ -178,7 +178,7 @@ def bitter7_mask_update(device, amp) -> str:
     zero, stay zero two steps later, and nothing is NaN."""
     model = gpt2_tiny().to(device)
     opt = bitter7(model)
-    trainer = Trainer(model, opt, gpt2_loss, gpt2_batch, device, amp)
+    trainer = Stepper(model, opt, gpt2_loss, gpt2_batch, device, amp)
     for i in range(2):
         trainer.step(i)
     sparsity = float(opt.sparsity())
@@ -221,7 +221,7 @@ def checkpoint_resume(device, amp) -> str:
         path = Path(tmp) / "last.pt"
         model = lenet5().to(device)
         opt = bitter7(model, warmup_end=1, ramp_end=5)
-        trainer = Trainer(model, opt, lenet5_loss, lenet5_batch, device, amp)
+        trainer = Stepper(model, opt, lenet5_loss, lenet5_batch, device, amp)
         for i in range(3):
             trainer.step(i)
         checkpoint.save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -233,7 +233,7 @@ def checkpoint_resume(device, amp) -> str:
         fresh.load_state_dict(payload["model"])
         opt2 = bitter7(fresh, warmup_end=1, ramp_end=5)
         opt2.load_state_dict(payload["optimizer"])
-        trainer2 = Trainer(fresh, opt2, lenet5_loss, lenet5_batch, device, amp)
+        trainer2 = Stepper(fresh, opt2, lenet5_loss, lenet5_batch, device, amp)
         if payload["scaler"]:
             trainer2.scaler.load_state_dict(payload["scaler"])
         resumed = [trainer2.step(i) for i in range(3, 6)]
