@@ -62,8 +62,11 @@ def summary(directory: Path) -> list[str]:
         rows = [r for r in bench["results"] if r["compile"] is compiled]
         if not rows:
             continue
-        out.append(f"torch.compile {'on' if compiled else 'off'} (batch {rows[0]['batch']} x {rows[0]['tokens_per_step'] // rows[0]['batch']} tokens):")
+        out.append(f"torch.compile {'on' if compiled else 'off'} (batch {rows[0]['batch']}):")
         for r in rows:
+            if "error" in r:
+                out.append(f"  {r['case']}: FAILED {r['error']}")
+                continue
             mfu = f"MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "MFU unknown"
             parts = [f"{r['tokens_per_s']:,.0f} tokens/s", mfu]
             if r["case"] != "adamw" and r.get("step_vs_adamw") is not None:

@@ -82,3 +82,21 @@ def test_amortised_step_by_hand():
 def test_ramp_update_steps_follow_the_schedule():
     ramp = Ramp(warmup_end=1, ramp_end=20, frequency=4)
     assert [t for t in range(1, 21) if ramp.updates_after(t)] == [5, 9, 13, 17, 20]
+
+
+def test_a_failing_case_keeps_the_others_figures(tmp_path, monkeypatch, capsys):
+    real, calls = bench_gpt2.time_case, []
+
+    def flaky(make_optimizer, cfg, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # DEVICE_CASES[1], bitter7
+            raise RuntimeError("injected compile error\nsecond line")
+        return real(make_optimizer, cfg, **kw)
+
+    monkeypatch.setattr(bench_gpt2, "time_case", flaky)
+    out = tmp_path / "bench.json"
+    assert main(["--device", "cpu", "--per-step", "--compile", "off", "--json", str(out)] + TINY) == 1
+    rows = {r["case"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["bitter7"]["error"] == "RuntimeError: injected compile error"
+    assert rows["spam-magnitude"]["tokens_per_s"] > 0 and "error" not in rows["adamw"]
+    assert "bitter7 (compile off, batch 2) failed: RuntimeError: injected compile error" in capsys.readouterr().err
