@@ -166,6 +166,13 @@ def per_step_bench(args, names: list[str], device: torch.device, cfg: GPTConfig)
     print(f"{'compile':<7} {'case':<15} {'batch':>5} {'tokens/s':>9} {'ms/step':>8} {'vs adamw':>9} {'opt ms':>7} "
           f"{'upd opt ms':>10} {'upd/fused':>9} {'peak GiB':>8} {'MFU':>7}")
     results = []
+
+    def save():  # after every case, so a run cut off by a time limit keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "device": str(device), "gpu": gpu_name,
+                                                   "peak_tflops": peak, "amp": amp, "results": results},
+                                                  indent=2) + "\n")
+
     for compiled in modes:
         batch = args.batch or auto_batch(device, compiled)
         base = None
@@ -180,6 +187,7 @@ def per_step_bench(args, names: list[str], device: torch.device, cfg: GPTConfig)
                 print(f"bench_gpt2: {name} (compile {'on' if compiled else 'off'}, batch {batch}) failed: {reason}",
                       file=sys.stderr, flush=True)
                 results.append({"case": name, "compile": compiled, "batch": batch, "error": reason})
+                save()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
@@ -195,6 +203,7 @@ def per_step_bench(args, names: list[str], device: torch.device, cfg: GPTConfig)
                 if r["update_optimizer_s"] is not None:
                     row["update_step_vs_fused_adamw"] = r["update_optimizer_s"] / base["optimizer_s"]
             results.append(row)
+            save()
             print(f"{'on' if compiled else 'off':<7} {name:<15} {batch:>5} {tokens_per_s:>9.0f} {1000 * step:>8.1f} "
                   f"{_pct(row.get('step_vs_adamw')):>9} {1000 * r['optimizer_s']:>7.2f} "
                   f"{_ms(r['update_optimizer_s']):>10} {_times(row.get('update_step_vs_fused_adamw')):>9} "
@@ -202,9 +211,7 @@ def per_step_bench(args, names: list[str], device: torch.device, cfg: GPTConfig)
     measured = [r for r in results if "error" not in r]
     if measured:
         print(f"N = {measured[0]['params']:,} parameters (tied head once); MFU = 6 N tokens/s / peak")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "device": str(device), "gpu": gpu_name,
-                                               "peak_tflops": peak, "amp": amp, "results": results}, indent=2) + "\n")
+    save()
     return 0 if len(measured) == len(results) else 1
 
 
