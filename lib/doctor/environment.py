@@ -92,12 +92,15 @@ def lines(env: dict) -> list[str]:
            f"platform {env['platform']}"]
     if env["gpus"]:
         out.append(f"GPUs: {len(env['gpus'])}")
-        out += [f"  GPU {i}: {g['name']}, {g['memory_gib']:.1f} GiB [{g['backend']}]" for i, g in enumerate(env["gpus"])]
+        out += [f"  GPU {i}: {g['name']}, {g['memory_gib']:.1f} GiB [{g['backend']}]"
+                for i, g in enumerate(env["gpus"])]
     else:
         why = "torch has no GPU build" if not (env["cuda_build"] or env["hip_build"]) else "torch sees no GPU"
         out.append(f"GPUs: none ({why}); the checks run on the CPU only")
     for label, d in env["dirs"].items():
-        where = d["path"] if d["measured"] == d["path"] else f"{d['path']}, not created yet; measured at {d['measured']}"
+        where = d["path"]
+        if d["measured"] != d["path"]:
+            where += f", not created yet; measured at {d['measured']}"
         out.append(f"free disk, {label} ({d['symbol']}): {d['free_bytes'] / GIB:.1f} GiB ({where})")
     amp = env["amp"] or "off"
     out.append(f"configuration: {env['config']}; mixed precision {amp} on GPUs (float32 on the CPU); "
