@@ -68,3 +68,14 @@ def peak_memory_bytes(device: torch.device) -> int:
     # ru_maxrss is KiB on Linux (bytes on macOS)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def optimizer_step(optimizer, scaler) -> None:
+    """One optimizer step through the fp16 GradScaler when it is enabled (it unscales and
+    skips steps with inf gradients), then clear the gradients."""
+    if scaler.is_enabled():
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)

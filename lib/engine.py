@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from lib import checkpoint, resolve, rundir
 from lib.checkpoint import CheckpointError, FRESH_HINT
-from lib.device import autocast, peak_memory_bytes, reset_peak_memory, resolve_amp, resolve_compile
+from lib.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
+                        resolve_compile)
 from lib.faults import Fault
 from lib.lr_schedule import lr_at
 from lib.seeding import batch_generator, capture_rng, epoch_permutation, restore_rng
@@ -169,12 +170,7 @@ class Trainer:
         return lr
 
     def _optimizer_step(self) -> None:
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.optimizer, self.scaler)
 
     def _permutation(self, step: int) -> torch.Tensor | None:
         if not self.hp["epoch_based"]:

@@ -89,8 +89,8 @@ def gpu_row(gpu: GPU) -> tuple[int, str]:
             ref = row
     scaled = ref[2] * gpu.memory_gib / ref[1]
     batch = 1 if scaled < 1 else 1 << (int(scaled).bit_length() - 1)
-    return batch, (f"generic row {batch} ({gpu.memory_gib:g} GiB scaled from {ref[0]} "
-                   f"{ref[2]} per {ref[1]:g} GiB, power of two)")
+    return batch, (f"generic memory row {batch} (no seed row for {gpu.name}: {gpu.memory_gib:.1f} GiB scaled "
+                   f"from {ref[0]} {ref[2]} per {ref[1]:g} GiB, power of two)")
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:

@@ -202,3 +202,45 @@ def test_detect_gpus_fake_rocm(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
     monkeypatch.setattr(torch.version, "hip", "6.2.0", raising=False)
     assert detect_gpus() == [GPU("AMD Radeon PRO W7900", 48.0, "rocm")] * 2
+
+
+# Names and total_memory as torch reports them on these cards (80 GB and 141 GB of HBM,
+# less what the driver reserves), injected through torch.cuda; none matches a seed row.
+HOPPER = [("NVIDIA H100 80GB HBM3", 79.19), ("NVIDIA H200", 139.8)]
+# By hand: W7900's 32 per 48 GiB (the largest row that fits), scaled and rounded down to a
+# power of two: 32 x 79.19 / 48 = 52.8 -> 32; 32 x 139.8 / 48 = 93.2 -> 64.
+HOPPER_BATCH = {"NVIDIA H100 80GB HBM3": 32, "NVIDIA H200": 64}
+
+
+def _fake_cuda(monkeypatch, name, gib, count):
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+    props = SimpleNamespace(name=name, total_memory=int(gib * 2**30))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+
+
+@pytest.mark.parametrize("name, gib", HOPPER)
+@pytest.mark.parametrize("count", [1, 8])
+def test_hopper_gpus_get_the_generic_memory_row_and_say_so(monkeypatch, name, gib, count):
+    _fake_cuda(monkeypatch, name, gib, count)
+    lines = []
+    r = resolve("gpt2", compile=True, printer=lines.append)
+    batch = HOPPER_BATCH[name]
+    assert (r.batch_size, r.grad_acc, r.world_size) == (batch, 1024 // count // batch, count)
+    assert r.effective_batch == 1024
+    assert len(lines) == 1
+    assert f"{count} x {name}" in lines[0] and f"generic memory row {batch}" in lines[0]
+    assert f"no seed row for {name}" in lines[0] and "W7900 32 per 48 GiB" in lines[0]
+    # Without torch.compile GPT-2's batch halves, the effective batch stays.
+    eager = resolve("gpt2", compile=False, printer=lambda _line: None)
+    assert (eager.batch_size, eager.effective_batch) == (batch // 2, 1024)
+
+
+def test_hopper_batch_is_between_the_neighbouring_seed_rows():
+    for name, gib in HOPPER:
+        batch = gpu_row(GPU(name, gib))[0]
+        assert gpu_row(W7900)[0] <= batch <= gpu_row(B200)[0]
+        assert batch * 1.5 <= gib  # about 1.5 GiB per sample at block 1024, as in the seed's rows
