@@ -15,6 +15,7 @@ from pathlib import Path
 from lib import config as lib_config
 from lib import rundir
 from test_matrix import estimate, plan as plan_file, state as run_state
+from test_matrix.comparisons import detect_differences
 from test_matrix.executor import Executor, Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
 from test_matrix.lock import Busy, SweepLock
@@ -66,6 +67,7 @@ def detect_gpus(runs) -> list[str]:
 def check(cfg, results_dir: Path):
     """The runs and their specs, after refusing unfair expansions and stale directories."""
     runs = expand(cfg)
+    detect_differences(cfg)  # a bad value is refused before any run, not after the last one
     problems = fairness_problems(runs)
     if problems:
         raise SweepRefused(f"the expansion is not a fair comparison ({problems[0]}); this is a bug in "
