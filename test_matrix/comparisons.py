@@ -43,14 +43,12 @@ class Comparison:
     detect: float          # the difference the user wants to detect
     holm_p: float = math.nan
     verdict: str = stats.TOO_FEW
+    mdd: float = math.nan              # detectable at 80% power with these seeds
+    seeds_needed: int | None = None    # seeds to detect `detect` at 80% power
 
-    @property
-    def mdd(self) -> float:
-        return stats.min_detectable_difference(self.result.sd, self.result.n)
-
-    @property
-    def seeds_needed(self) -> int | None:
-        return stats.seeds_needed(self.detect, self.result.sd)
+    def __post_init__(self):
+        self.mdd = stats.min_detectable_difference(self.result.sd, self.result.n)
+        self.seeds_needed = stats.seeds_needed(self.detect, self.result.sd)
 
 
 def detect_differences(values) -> dict[str, float]:
@@ -178,10 +176,17 @@ def display(comparisons: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict_lines(comparisons: list[Comparison]) -> list[str]:
-    """One line per comparison, as the sweep prints them at the end."""
+def verdict_lines(comparisons: list[Comparison], limit: int = 60) -> list[str]:
+    """One line per comparison, as the sweep prints them at the end.
+
+    Past `limit` comparisons only the better/worse verdicts are printed, and a count of the
+    others: every one is in comparisons.csv and the reports.
+    """
     lines = []
-    for c in comparisons:
+    shown = comparisons
+    if len(comparisons) > limit:
+        shown = [c for c in comparisons if c.verdict in (stats.BETTER, stats.WORSE)]
+    for c in shown:
         r = c.result
         unit = f" {UNITS[c.metric]}" if UNITS[c.metric] else ""
         head = f"verdict {c.model} {c.sparsity:.0f}%: {c.a_label} vs {c.b_label}: "
@@ -194,4 +199,7 @@ def verdict_lines(comparisons: list[Comparison]) -> list[str]:
                      + (f", {r.dropped} dropped" if r.dropped else "")
                      + f"; detectable at 80% power: {_num(c.mdd)}; seeds to detect {c.detect:g}: "
                      + (str(needed) if needed else "-") + ")")
+    if len(shown) < len(comparisons):
+        lines.append(f"verdicts: {len(comparisons) - len(shown)} of {len(comparisons)} comparisons found no detectable "
+                     f"difference or had too few pairs (not listed); all are in {COMPARISONS_CSV} and report.html")
     return lines

@@ -15,6 +15,7 @@ Pure functions on plain numbers; scipy provides the distributions and the tests.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -118,46 +119,64 @@ def verdict(diff: float, p_adjusted: float, higher_is_better: bool, alpha: float
     return BETTER if (diff > 0) == higher_is_better else WORSE
 
 
+def _power(effect: float, n, alpha: float) -> np.ndarray:
+    """Power at standardized effect |delta| / sd for pair counts n (an array), two-sided."""
+    n = np.asarray(n, dtype=float)
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) * np.sqrt(n)
+    # The far tail P(T < -c) as P(T' > c) with T' of noncentrality -nc: the same number,
+    # but scipy's nct.cdf returns NaN there for some large nc at df = 1.
+    return stats.nct.sf(critical, df, nc) + stats.nct.sf(critical, df, -nc)
+
+
+
 def power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t-test with n pairs for a true mean difference delta."""
     if n < 2 or not sd > 0:
         return math.nan
-    df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(delta) * math.sqrt(n) / sd
-    # The far tail P(T < -c) as P(T' > c) with T' of noncentrality -nc: the same number,
-    # but scipy's nct.cdf returns NaN there for some large nc at df = 1.
-    return float(stats.nct.sf(critical, df, nc) + stats.nct.sf(critical, df, -nc))
+    return float(_power(delta / sd, [n], alpha)[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_mdd(n: int, alpha: float, target: float) -> float:
+    high = 1.0
+    while power(high, 1.0, n, alpha) < target:  # power grows with delta: bracket, then solve
+        high *= 2
+    return float(optimize.brentq(lambda delta: power(delta, 1.0, n, alpha) - target, 0.0, high, xtol=1e-13))
 
 
 def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, target: float = POWER) -> float:
-    """The smallest true mean difference the paired t-test detects with probability `target`."""
+    """The smallest true mean difference the paired t-test detects with probability `target`.
+
+    Power depends on delta / sd only, so this is sd times the value for sd = 1 (cached per n).
+    """
     if n < 2 or not sd > 0 or math.isnan(sd):
         return math.nan
-    high = sd
-    while power(high, sd, n, alpha) < target:  # power grows with delta: bracket, then solve
-        high *= 2
-    return float(optimize.brentq(lambda delta: power(delta, sd, n, alpha) - target, 0.0, high, xtol=1e-12 * sd))
+    return sd * _unit_mdd(int(n), alpha, target)
 
 
 def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, target: float = POWER) -> int | None:
     """The fewest pairs (seeds) whose paired t-test detects `delta` with probability `target`.
 
     None when the spread is unknown (fewer than 2 pairs, or none at all) or more than
-    MAX_SEEDS would be needed.
+    MAX_SEEDS would be needed. Power grows with n; the search starts from the normal
+    approximation and evaluates a window of n at once.
     """
     if not sd > 0 or math.isnan(sd) or not delta:
         return None
-    if power(delta, sd, MAX_SEEDS, alpha) < target:
+    effect = abs(delta) / sd
+    if _power(effect, [MAX_SEEDS], alpha)[0] < target:
         return None
-    low, high = 2, 2
-    while power(delta, sd, high, alpha) < target:
-        low, high = high, high * 2
-    high = min(high, MAX_SEEDS)
-    while low < high:  # the smallest n in [low, high] with enough power
-        mid = (low + high) // 2
-        if power(delta, sd, mid, alpha) >= target:
-            high = mid
+    z = stats.norm.ppf(1 - alpha / 2)
+    guess = int(min(MAX_SEEDS, max(2, ((z + stats.norm.ppf(target)) / effect) ** 2 + z * z / 2)))
+    low, high = max(2, guess - 8), min(MAX_SEEDS, guess + 8)
+    while True:
+        ns = np.arange(low, high + 1)
+        enough = _power(effect, ns, alpha) >= target
+        if not enough[-1]:          # window too low: move up
+            low, high = high + 1, min(MAX_SEEDS, high + 2 * len(ns))
+        elif enough[0] and low > 2:  # window too high: move down
+            low, high = max(2, low - 2 * len(ns)), low
         else:
-            low = mid + 1
-    return low
+            return int(ns[np.argmax(enough)])

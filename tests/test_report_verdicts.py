@@ -150,3 +150,16 @@ def test_lenet5_study_expands_to_the_planned_runs_with_one_schedule_and_equal_bu
     assert len({tuple(sorted(schedule_of(r).items())) for r in pruned}) == 1
     assert len({repr(sorted(budget_of(r).items())) for r in runs}) == 1
     assert all(r.budget_factor == 1.0 and not r.unequal_budget for r in runs)
+
+
+def test_report_of_many_synthetic_runs(tmp_path, capsys):
+    from test_matrix_fakes import load_script
+    bench = load_script("bench_report")
+    assert bench.main(["--runs", "60", "--seeds", "3", "--dir", str(tmp_path / "big")]) == 0
+    assert "60 synthetic runs (20 configurations x 3 seeds)" in capsys.readouterr().out
+    page = (tmp_path / "big" / "report.html").read_text()
+    assert page.count('<details class="config"') == 20
+    table = pd.read_csv(tmp_path / "big" / comparisons.COMPARISONS_CSV)
+    assert len(table) > 20 and set(table["verdict"]) <= {"better", "worse", "no detectable difference", "too few pairs"}
+    assert bench.main(["--runs", "60", "--dir", str(tmp_path / "big")]) == 2  # never writes into a full directory
+    assert "is not empty" in capsys.readouterr().err
