@@ -108,14 +108,17 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
         pruned = [c for c, rs in members.items() if rs[0].spec.get("pruning") != "none"]
         levels = sorted({members[c][0].spec.get("sparsity") for c in pruned})
         dropped_by_start = {c: {r.spec.get("seed") for r in rs if r.run_id in unpaired} for c, rs in members.items()}
+        labels = {c: method_label(rs[0].spec) for c, rs in members.items()}
+        shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+        # configurations that differ in more than the method (e.g. a learning rate) go by their ids
+        labels = {c: (c if label in shared else label) for c, label in labels.items()}
 
         def compare(a, b, against, level):
-            sa, sb = members[a][0].spec, members[b][0].spec
             lost = dropped_by_start[a] | dropped_by_start[b]
             # a seed whose start differs on one side is dropped from both
             va = {k: (None if k in lost else v) for k, v in _per_seed(members[a], metric, unpaired).items()}
             vb = {k: (None if k in lost else v) for k, v in _per_seed(members[b], metric, unpaired).items()}
-            out.append(Comparison(model, metric, 100.0 * level, a, b, method_label(sa), method_label(sb), against,
+            out.append(Comparison(model, metric, 100.0 * level, a, b, labels[a], labels[b], against,
                                   stats.paired(va, vb), len(lost & (set(va) | set(vb))), detect[metric]))
 
         for level in levels:

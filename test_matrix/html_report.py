@@ -29,6 +29,7 @@ from test_matrix import state as run_state
 REPORT_HTML = "report.html"
 # hparams that name a run rather than configure it
 RUN_KEYS = {"run_id", "seed"}
+VERDICTS_OPEN = 100  # longer verdict tables show the better/worse rows and fold the rest
 VERDICT_CLASS = {stats.BETTER: "better", stats.WORSE: "worse", stats.NO_DIFFERENCE: "none", stats.TOO_FEW: "few"}
 
 STYLE = """
@@ -96,13 +97,20 @@ def table_html(frame: pd.DataFrame, cell_class=None, table_id: str = "") -> str:
 def verdict_section(comparisons) -> str:
     if not comparisons:
         return "<h2>Verdicts</h2><p class=\"muted\">No comparison: the sweep has no two configurations at one sparsity.</p>"
-    shown = comparisons_mod.display(comparisons)
     column = "verdict (a vs b)"
     css = lambda col, value: f"v-{VERDICT_CLASS.get(value, 'few')}" if col == column else None  # noqa: E731
-    return ("<h2>Verdicts</h2><p>Paired by seed on the final metric; paired t-test with Holm's correction over "
+    head = ("<h2>Verdicts</h2><p>Paired by seed on the final metric; paired t-test with Holm's correction over "
             f"all {len(comparisons)} comparisons, 5% level. 'detectable (80%)': the smallest true difference "
-            "these seeds detect with 80% power. Details and method: report.md.</p>"
-            + table_html(shown, css, "verdicts"))
+            "these seeds detect with 80% power. Details and method: report.md.</p>")
+    if len(comparisons) <= VERDICTS_OPEN:
+        return head + table_html(comparisons_mod.display(comparisons), css, "verdicts")
+    # a long family: the differences found first, every comparison one click away
+    found = [c for c in comparisons if c.verdict in (stats.BETTER, stats.WORSE)]
+    shown = (table_html(comparisons_mod.display(found), css, "verdicts") if found
+             else "<p id=\"verdicts\">No comparison found a detectable difference.</p>")
+    return (head + f"<p>{len(found)} of {len(comparisons)} comparisons found a difference:</p>" + shown
+            + f"<details><summary>all {len(comparisons)} comparisons</summary>"
+            + table_html(comparisons_mod.display(comparisons), css, "all-verdicts") + "</details>")
 
 
 def plots_section(plot_paths) -> str:
