@@ -18,7 +18,7 @@ from itertools import combinations
 import pandas as pd
 
 from lib.config import ConfigError
-from test_matrix import results, stats
+from test_matrix import plots, results, stats
 from test_matrix import state as run_state
 
 COMPARISONS_CSV = "comparisons.csv"
@@ -69,12 +69,6 @@ def detect_differences(values) -> dict[str, float]:
     return out
 
 
-def method_label(spec: dict) -> str:
-    if spec.get("variant"):
-        return f"{spec.get('optimizer')} {spec['variant']}"
-    return f"{spec.get('optimizer')} {'dense' if spec.get('pruning') == 'none' else spec.get('pruning')}"
-
-
 def _dense_partner(spec: dict) -> str:
     """The optimizer whose dense run a pruned run is compared with."""
     if spec.get("optimizer") == "adamwprune":
@@ -108,7 +102,7 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
         pruned = [c for c, rs in members.items() if rs[0].spec.get("pruning") != "none"]
         levels = sorted({members[c][0].spec.get("sparsity") for c in pruned})
         dropped_by_start = {c: {r.spec.get("seed") for r in rs if r.run_id in unpaired} for c, rs in members.items()}
-        labels = {c: method_label(rs[0].spec) for c, rs in members.items()}
+        labels = {c: plots.method_label(rs[0].spec) for c, rs in members.items()}
         shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
         # configurations that differ in more than the method (e.g. a learning rate) go by their ids
         labels = {c: (c if label in shared else label) for c, label in labels.items()}

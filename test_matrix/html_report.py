@@ -80,6 +80,10 @@ def esc(value) -> str:
     return html.escape(str(value))
 
 
+def _two(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def table_html(frame: pd.DataFrame, cell_class=None, table_id: str = "") -> str:
     """A sortable table; cell_class(column, value) may give a cell a CSS class."""
     head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
@@ -228,7 +232,7 @@ def config_sections(runs, table: pd.DataFrame) -> str:
                    + "</tbody></table>") if hp else ""
         run_rows = "".join(
             f"<tr><td>{esc(r.run_id)}</td><td>{esc(r.state)}</td>"
-            f"<td>{esc(results.metric_value((r.summary or {}).get('final'), metric))}</td>"
+            f"<td>{_two(results.metric_value((r.summary or {}).get('final'), metric))}</td>"
             f"<td>{esc(r.reason or '')}</td></tr>" for r in members)
         runs_html = ("<h4>Runs</h4><table class=\"sortable\"><thead><tr><th>run</th><th>state</th>"
                      f"<th>final {esc(metric)}</th><th>reason</th></tr></thead><tbody>{run_rows}</tbody></table>")
