@@ -98,14 +98,17 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
         metric = next(((r.summary or {}).get("metric") for rs in members.values() for r in rs
                        if (r.summary or {}).get("metric") in results.HIGHER_IS_BETTER),
                       "perplexity" if model == "gpt2" else "accuracy")
-        dense = {rs[0].spec.get("optimizer"): c for c, rs in members.items() if rs[0].spec.get("pruning") == "none"}
+        dense = {}  # optimizer -> its (first) dense configuration
+        for c, rs in members.items():
+            if rs[0].spec.get("pruning") == "none":
+                dense.setdefault(rs[0].spec.get("optimizer"), c)
         pruned = [c for c, rs in members.items() if rs[0].spec.get("pruning") != "none"]
         levels = sorted({members[c][0].spec.get("sparsity") for c in pruned})
         dropped_by_start = {c: {r.spec.get("seed") for r in rs if r.run_id in unpaired} for c, rs in members.items()}
-        labels = {c: plots.method_label(rs[0].spec) for c, rs in members.items()}
-        shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-        # configurations that differ in more than the method (e.g. a learning rate) go by their ids
-        labels = {c: (c if label in shared else label) for c, label in labels.items()}
+        # configurations that differ in more than method and sparsity (e.g. a learning rate) go by their ids
+        keys = {c: (plots.method_label(rs[0].spec), rs[0].spec.get("sparsity")) for c, rs in members.items()}
+        taken = list(keys.values())
+        labels = {c: (c if taken.count(key) > 1 else key[0]) for c, key in keys.items()}
 
         def compare(a, b, against, level):
             lost = dropped_by_start[a] | dropped_by_start[b]

@@ -163,3 +163,16 @@ def test_report_of_many_synthetic_runs(tmp_path, capsys):
     assert len(table) > 20 and set(table["verdict"]) <= {"better", "worse", "no detectable difference", "too few pairs"}
     assert bench.main(["--runs", "60", "--dir", str(tmp_path / "big")]) == 2  # never writes into a full directory
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_labels_are_methods_unless_two_configurations_share_one(tmp_path):
+    from test_matrix import results, synthetic
+    # 100 configurations: the lenet5 and resnet18 grids (49 each), then lenet5 dense and
+    # adamw magnitude at 50% again with another learning rate
+    synthetic.make(tmp_path / "r", runs=100, seeds=1, fail_every=0)
+    rows = comparisons.build(results.select(tmp_path / "r").runs, comparisons.DETECT_DEFAULTS)
+    at = lambda level: {x for r in rows if r.model == "lenet5" and r.sparsity == level  # noqa: E731
+                        for x in (r.a_label, r.b_label)}
+    assert {"adamw magnitude", "adamwprune bitter7"} <= at(70.0)
+    assert {"lenet5-adamw-magnitude-s50", "lenet5-adamw-magnitude-s50-lr0.002"} <= at(50.0)
+    assert "adamw magnitude" not in at(50.0) and "adamwprune bitter7" in at(50.0)
