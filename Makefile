@@ -8,7 +8,7 @@ DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
 
 .DEFAULT_GOAL := run
 .PHONY: run deps help menuconfig list-defconfigs olddefconfig savedefconfig allnoconfig \
-	alldefconfig test test-slow test-matrix report bench bench-lenet5 bench-gpt2 \
+	alldefconfig test test-slow test-matrix report bench bench-lenet5 bench-report bench-gpt2 \
 	prepare-gpt2-data doctor clean mrproper
 
 run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
@@ -65,6 +65,9 @@ bench: $(STAMP) ## Optimizer/pruning cost vs fused AdamW (ARGS=--full for 85M we
 
 bench-lenet5: $(STAMP) ## LeNet-5 epoch and run time on this machine
 	$(PY) scripts/bench_lenet5.py $(ARGS)
+
+bench-report: $(STAMP) ## Report build time from 1,000 synthetic run directories (ARGS=--runs N)
+	$(PY) scripts/bench_report.py $(ARGS)
 
 bench-gpt2: $(STAMP) ## GPT-2 training throughput here (on a GPU: 124M, bf16, compile on/off, MFU)
 	$(PY) scripts/bench_gpt2.py $(ARGS)

@@ -39,12 +39,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lib import checkpoint, resolve, rundir
+from lib import checkpoint, resolve, rundir, start_record
 from lib.checkpoint import CheckpointError, FRESH_HINT
 from lib.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
                         resolve_compile)
 from lib.faults import Fault
 from lib.lr_schedule import lr_at
+from lib.pruning.layers import layer_sparsity
 from lib.seeding import batch_generator, capture_rng, epoch_permutation, restore_rng
 from lib.task import BadInput, RunContext, Task
 
@@ -182,6 +183,13 @@ class Trainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def _start_record(self) -> dict:
+        perm, rng = self._permutation(0), capture_rng()  # tasks draw from the generator only; be safe
+        batch = self.task.train_batch(self._micro_indices(0, 0, perm), self.hp["batch_size"],
+                                      batch_generator(self.hp["seed"], 0, 0))
+        restore_rng(rng)
+        return start_record.record(self.model, perm, batch)
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict:
@@ -329,6 +337,7 @@ class Trainer:
                 "variant": spec.variant, "target_sparsity": spec.sparsity, "seed": spec.seed,
                 "unequal_budget": spec.budget_factor != 1.0, "metric": self.task.metric, "final": final,
                 "best": self.best, "achieved_sparsity": float(opt.sparsity()), "params": params, "memory": memory,
+                "layers": layer_sparsity(opt.prunable) if spec.pruning != "none" else None,
                 "device_peak_memory_bytes": peak_memory_bytes(self.device), "total_time_s": self._elapsed(),
                 "steps": step,
                 "samples_per_s": step * self.hp["effective_batch"] / self.train_time if self.train_time > 0 else None}
@@ -412,6 +421,7 @@ class Trainer:
                     self.optimizer = self._new_optimizer()  # the pruning schedule shrank with the run
             if self.main:
                 rundir.write_json(self.run_dir / rundir.HPARAMS, hp)
+                rundir.write_json(self.run_dir / start_record.FILE, self._start_record())
             self.log(f"run {hp['run_id']}: {hp['total_steps']} steps of {hp['batch_size']} x {hp['grad_acc']} x "
                      f"{hp['world_size']} = {hp['effective_batch']} samples on {hp['device']}"
                      + (f" ({hp['steps_per_epoch']} steps/epoch)" if hp["epoch_based"] else ""))

@@ -6,7 +6,9 @@ A run directory holds:
   hparams.json     resolved hyperparameters (after AUTO, steps per epoch, ramp end ...)
   status.json      {"state": "running"|"completed"|"failed", "reason", "step", "pid", "updated"}
   metrics.jsonl    one JSON object per evaluation (see METRIC_FIELDS)
-  summary.json     final and best metrics, sparsity, parameters, memory, time (SUMMARY_FIELDS)
+  summary.json     final and best metrics, sparsity, parameters, memory, time, per-layer
+                   sparsity of pruned runs (SUMMARY_FIELDS)
+  start.json       digests of the initial weights and data order (lib/start_record.py)
   log.txt          human-readable log
   best.pt last.pt  checkpoints (torch.save, loaded with weights_only=True)
   curves.png       training curves
@@ -46,7 +48,7 @@ METRIC_FIELDS = ("step", "epoch", "train_loss", "test_loss", "accuracy", "perple
 # Top-level keys of summary.json.
 SUMMARY_FIELDS = ("run_id", "model", "optimizer", "pruning", "variant", "target_sparsity", "seed",
                   "unequal_budget", "metric", "final", "best", "achieved_sparsity", "params", "memory",
-                  "device_peak_memory_bytes", "total_time_s", "steps", "samples_per_s")
+                  "device_peak_memory_bytes", "total_time_s", "steps", "samples_per_s", "layers")
 
 
 def write_json(path: Path | str, data) -> None:

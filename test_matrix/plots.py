@@ -18,6 +18,8 @@ import pandas as pd  # noqa: E402
 
 from lib.atomic import atomic_write  # noqa: E402
 
+LEGEND_MAX = 24
+
 
 def memory_columns(table: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     """(optimizer state bytes, pruning buffer bytes, state+pruning per weight byte) columns.
@@ -101,7 +103,8 @@ def curves(runs, path_for_model) -> list[Path]:
             left.set_yscale("log")
         for ax in (left, right):
             ax.grid(alpha=0.3)
-        left.legend(fontsize=7)
+        if records["config"].nunique() <= LEGEND_MAX:  # past that a legend hides the plot; report.html names each curve
+            left.legend(fontsize=7)
         fig.tight_layout()
         path = path_for_model(model)
         _save(fig, path)

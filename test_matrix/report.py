@@ -5,9 +5,12 @@ one configuration aggregate as mean and sample standard deviation (n-1; undefine
 n = 1) over the completed runs; failed runs are counted, never averaged in.
 
 Files written at the top of the results directory:
-  report.md   the table, notes (fairness, unequal budgets, failures, left-out runs), plot links
+  report.md   the table, the verdicts, notes (fairness, pairing of seeds, unequal budgets,
+              failures, left-out runs), plot links
+  report.html the same in one self-contained page (test_matrix/html_report.py)
   summary.csv one row per configuration, numeric columns
   runs.csv    one row per run (the numbers the summary aggregates)
+  comparisons.csv  one row per paired comparison (test_matrix/comparisons.py)
   plots/      metric_vs_sparsity.png, curves-<model>.png, memory.png
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 
 from lib import config as lib_config
 from lib.atomic import atomic_write_text
-from test_matrix import plan as plan_file, plots, results
+from test_matrix import comparisons as comparisons_mod, html_report, pairing, plan as plan_file, plots, results
 from test_matrix import state as run_state
 
 REPORT_MD, SUMMARY_CSV, RUNS_CSV, PLOTS = "report.md", "summary.csv", "runs.csv", "plots"
@@ -175,8 +178,15 @@ def _current_specs(cfg) -> dict[str, dict] | None:
         return None
 
 
+def detect_differences(selection: results.Selection, current_cfg) -> dict[str, float]:
+    """The differences to detect: the current config's, else the sweep's own (matrix.json)."""
+    if current_cfg is not None:
+        return comparisons_mod.detect_differences(current_cfg)
+    return comparisons_mod.detect_differences((selection.plan or {}).get("config"))
+
+
 def build(results_dir: Path | str, current_cfg=None, out=None) -> Path:
-    """Write the report of `results_dir`, print its table and where the files are."""
+    """Write the report of `results_dir`, print its table, where the files are and the verdicts."""
     out = out or sys.stdout
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -185,27 +195,58 @@ def build(results_dir: Path | str, current_cfg=None, out=None) -> Path:
     selection = results.select(results_dir, _current_specs(current_cfg))
     if not selection.runs:
         raise FileNotFoundError(f"{results_dir}: no run of this sweep has started yet; run 'make test-matrix'")
+    detect = detect_differences(selection, current_cfg)
     per_run = run_rows(selection.runs)
     table = aggregate(per_run)
-    notes = selection.notes + fairness_notes(selection.runs)
+    pairs = pairing.check(selection.runs)
+    notes = selection.notes + fairness_notes(selection.runs) + pairing.statements(pairs)
+    verdicts = comparisons_mod.build(selection.runs, detect, pairing.unpaired_runs(pairs))
     plot_dir = results_dir / PLOTS
     made = plots.make_all(table, selection.runs, plot_dir)
     atomic_write_text(results_dir / RUNS_CSV, per_run.to_csv(index=False))
     atomic_write_text(results_dir / SUMMARY_CSV, table.to_csv(index=False))
+    atomic_write_text(results_dir / comparisons_mod.COMPARISONS_CSV, comparisons_mod.frame(verdicts).to_csv(index=False))
     shown = display_table(table)
     markdown = shown.to_markdown(index=False)
-    atomic_write_text(results_dir / REPORT_MD, _markdown(results_dir, selection, per_run, notes, markdown, made))
+    atomic_write_text(results_dir / REPORT_MD, _markdown(results_dir, selection, per_run, notes, markdown, made,
+                                                         verdicts))
+    html_path = html_report.write(results_dir, html_report.Inputs(
+        title=results_dir.name, selection=selection, per_run=per_run, table=table, shown=shown, notes=notes,
+        comparisons=verdicts, plots=made))
     print(markdown, file=out)
     for note in notes:
         print(f"note: {note}", file=out)
     for run_id, why in selection.excluded:
         print(f"left out: {run_id}: {why}", file=out)
-    print(f"Report: {results_dir / REPORT_MD}  (tables: {SUMMARY_CSV}, {RUNS_CSV}; plots: "
+    print(f"Report: {results_dir / REPORT_MD} and {html_path.name}  (tables: {SUMMARY_CSV}, {RUNS_CSV}, "
+          f"{comparisons_mod.COMPARISONS_CSV}; plots: "
           f"{', '.join(str(p.relative_to(results_dir)) for p in made) or 'none'})", file=out)
+    for line in comparisons_mod.verdict_lines(verdicts):
+        print(line, file=out)
     return results_dir / REPORT_MD
 
 
-def _markdown(results_dir, selection, per_run, notes, table_md, made) -> str:
+def verdict_markdown(verdicts) -> list[str]:
+    """The verdict section of report.md."""
+    if not verdicts:
+        return []
+    return ["## Verdicts", "",
+            "Each pruned configuration against each other one at the same target sparsity and against the "
+            "dense run of its optimizer (AdamWPrune: of its base optimizer), paired by seed on the final "
+            "metric: a - b is the mean of the per-seed differences, with its 95% confidence interval "
+            "(Student t). The verdict uses the paired t-test after Holm's correction over all "
+            f"{len(verdicts)} comparisons of this report, at the 5% level; 'no detectable difference' "
+            "does not mean equal. The exact two-sided Wilcoxon signed-rank p cannot go below 2/2^n "
+            "(0.0625 with 5 seeds), so with fewer than 6 seeds only the t-test can reach 5%. "
+            "'detectable (80%)' is the smallest true difference this many seeds would detect with "
+            "80% power at the 5% level (before Holm), from the spread of the differences seen here; "
+            "the last column is how many seeds would detect the difference set in Kconfig "
+            "(TEST_MATRIX_DIFFERENCE_*). Failed, unfinished or unpaired seeds are dropped from both "
+            "sides ('dropped').", "",
+            comparisons_mod.display(verdicts).to_markdown(index=False), ""]
+
+
+def _markdown(results_dir, selection, per_run, notes, table_md, made, verdicts=()) -> str:
     counts = per_run["state"].value_counts().to_dict()
     planned = len(selection.plan["runs"]) if selection.plan else len(per_run)
     lines = [f"# Test matrix report: {results_dir.name}", "",
@@ -218,6 +259,7 @@ def _markdown(results_dir, selection, per_run, notes, table_md, made) -> str:
              "(n-1) over the n completed seeds. Final = at the end of training, best = best evaluation "
              "during training. Sparsity is the achieved fraction of pruned prunable weights.", "",
              table_md, ""]
+    lines += verdict_markdown(verdicts)
     if notes or selection.excluded or selection.missing:
         lines += ["## Notes", ""]
         lines += [f"- {note}" for note in notes]

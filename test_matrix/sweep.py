@@ -16,6 +16,7 @@ from lib import config as lib_config
 from lib import rundir
 from lib.storage_errors import describe as describe_storage_error, is_storage_error
 from test_matrix import estimate, plan as plan_file, state as run_state
+from test_matrix.comparisons import detect_differences
 from test_matrix.executor import Executor, Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
 from test_matrix.lock import Busy, SweepLock
@@ -88,6 +89,7 @@ def check(cfg, results_dir: Path):
     """The runs, their specs and the IDs of stale directories to take over, after refusing
     unfair expansions and stale directories that hold trained steps."""
     runs = expand(cfg)
+    detect_differences(cfg)  # a bad value is refused before any run, not after the last one
     problems = fairness_problems(runs)
     if problems:
         raise SweepRefused(f"the expansion is not a fair comparison ({problems[0]}); this is a bug in "
