@@ -12,13 +12,21 @@ from lib import config as lib_config
 from lib import rundir, start_record
 from test_matrix import comparisons, report
 from test_matrix.expand import config_id, expand, fairness_problems, schedule_of, budget_of
+from test_matrix_fakes import run_path, stem
 from test_report import FINAL, make_results
 
 
 def build(results, cfg=None):
     out = io.StringIO()
     report.build(results, current_cfg=cfg, out=out)
-    return out.getvalue()
+    return stem(out.getvalue())
+
+
+def _comparisons(results):
+    """comparisons.csv with configurations named as tests name them (no settings digest)."""
+    table = pd.read_csv(results / comparisons.COMPARISONS_CSV)
+    table[["a", "b"]] = table[["a", "b"]].map(stem)
+    return table
 
 
 def _holm_by_hand(p):
@@ -33,7 +41,7 @@ def _holm_by_hand(p):
 def test_comparisons_equal_scipy_on_the_summaries(tmp_path):
     cfg, results = make_results(tmp_path)
     printed = build(results, cfg)
-    table = pd.read_csv(results / comparisons.COMPARISONS_CSV)
+    table = _comparisons(results)
     key = lambda a, b: table[(table["a"] == a) & (table["b"] == b)].iloc[0]  # noqa: E731
     mag, mov, b7, dense = ("lenet5-adamw-magnitude-s90", "lenet5-adamw-movement-s90",
                            "lenet5-adamwprune-bitter7-state-s90", "lenet5-adamw-none")
@@ -72,7 +80,7 @@ def test_a_clear_difference_is_a_verdict_and_follows_the_metric(tmp_path, monkey
     from test_matrix_fakes import LENET_COMPARE
     cfg, results = make_results(tmp_path, LENET_COMPARE.replace("SEEDS=2", "SEEDS=4"))
     build(results, cfg)
-    table = pd.read_csv(results / comparisons.COMPARISONS_CSV).set_index(["a", "b"])
+    table = _comparisons(results).set_index(["a", "b"])
     row = table.loc[("lenet5-adamw-magnitude-s90", "lenet5-adamw-none")]
     assert row["verdict"] == "worse" and row["holm_p"] < 0.05
     assert table.loc[("lenet5-adamwprune-bitter7-state-s90", "lenet5-adamw-magnitude-s90"), "verdict"] == "better"
@@ -88,11 +96,11 @@ def test_pairing_is_checked_and_a_mismatched_seed_is_dropped(tmp_path):
         _write_start(results / run.run_id, weights=f"w{run.seed}", data=f"d{run.seed}")
     text = build(results, cfg)
     assert "paired lenet5: seed k of every configuration (4 configurations, 2 seeds) started from the same" in text
-    _write_start(results / "lenet5-adamw-movement-s90-seed2", weights="other", data="d2")
+    _write_start(run_path(results, "lenet5-adamw-movement-s90-seed2"), weights="other", data="d2")
     text = build(results, cfg)
     assert ("NOT PAIRED lenet5: lenet5-adamw-movement-s90-seed2 has other weights than lenet5-adamw-none-seed2"
             in text)
-    table = pd.read_csv(results / comparisons.COMPARISONS_CSV).set_index(["a", "b"])
+    table = _comparisons(results).set_index(["a", "b"])
     row = table.loc[("lenet5-adamw-movement-s90", "lenet5-adamw-none")]
     assert (row["n_pairs"], row["dropped_seeds"], row["dropped_start_differs"]) == (1, 1, 1)
     assert table.loc[("lenet5-adamw-magnitude-s90", "lenet5-adamw-none"), "n_pairs"] == 2
@@ -102,7 +110,7 @@ def test_seeds_needed_uses_the_kconfig_difference(tmp_path):
     from test_matrix_fakes import LENET_COMPARE
     cfg, results = make_results(tmp_path, LENET_COMPARE + 'CONFIG_TEST_MATRIX_DIFFERENCE_ACCURACY="1.5"\n')
     build(results, cfg)
-    table = pd.read_csv(results / comparisons.COMPARISONS_CSV)
+    table = _comparisons(results)
     row = table[(table["a"] == "lenet5-adamw-movement-s90") & (table["b"] == "lenet5-adamw-none")].iloc[0]
     assert row["detect_diff"] == 1.5
     sd, n = row["sd_diff"], row["seeds_needed"]
@@ -117,7 +125,7 @@ def test_seeds_needed_uses_the_kconfig_difference(tmp_path):
 
 def test_report_html_is_self_contained_with_layers_and_differing_hparams(tmp_path):
     cfg, results = make_results(tmp_path)
-    run_dir = results / "lenet5-adamw-magnitude-s90-seed1"
+    run_dir = run_path(results, "lenet5-adamw-magnitude-s90-seed1")
     summary = rundir.read_json(run_dir / rundir.SUMMARY)
     summary["layers"] = [{"layer": "conv1.weight", "size": 150, "sparsity": 0.42},
                          {"layer": "fc3.weight", "size": 840, "sparsity": 0.97}]
@@ -140,7 +148,7 @@ def test_lenet5_study_expands_to_the_planned_runs_with_one_schedule_and_equal_bu
     cfg = lib_config.from_defconfig("lenet5-study")
     runs = expand(cfg)
     assert len(runs) == 50 and {r.seed for r in runs} == {1, 2, 3, 4, 5}
-    configs = {config_id(r) for r in runs}
+    configs = {stem(config_id(r)) for r in runs}
     expected = {"lenet5-adamw-none"} | {f"lenet5-adamw-{m}-s{s}" for m in ("magnitude", "movement") for s in (50, 70, 90)} \
         | {f"lenet5-adamwprune-bitter7-state-s{s}" for s in (50, 70, 90)}
     assert configs == expected
