@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ LAST = "last.pt"
 CURVES = "curves.png"
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+# Serialises status writes within a process: the heartbeat thread (lib/heartbeat.py)
+# rewrites status.json next to the engine, and must never put "running" back over "completed".
+STATUS_LOCK = threading.RLock()
 
 # Keys of every metrics.jsonl line; the model's quality metric is "accuracy" (CNNs, percent)
 # or "perplexity" (GPT-2); the other one is null.
@@ -65,8 +69,9 @@ def read_json(path: Path | str):
 def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
     if state not in (RUNNING, COMPLETED, FAILED):
         raise ValueError(f"unknown run state {state!r}")
-    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "pid": os.getpid(),
-                                        "host": socket.gethostname(), "updated": time.time(), **extra})
+    with STATUS_LOCK:
+        write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "pid": os.getpid(),
+                                            "host": socket.gethostname(), "updated": time.time(), **extra})
 
 
 def read_status(run_dir: Path | str) -> dict | None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
-from test_matrix import estimate, plan as plan_file, state as run_state
-from test_matrix.executor import Executor, Job, default_command
+from test_matrix import estimate, executor_api, plan as plan_file, state as run_state
+from test_matrix.executor import Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
 from test_matrix.lock import Busy, SweepLock
 from test_matrix.progress import Progress, fmt_duration
@@ -100,7 +100,7 @@ def _schedule_lines(runs) -> list[str]:
     return lines
 
 
-def print_plan(runs, states, executor: Executor, est: dict[str, float], results_dir: Path, todo, out,
+def print_plan(runs, states, executor: executor_api.RunExecutor, est: dict[str, float], results_dir: Path, todo, out,
                every_run: bool = True) -> None:
     configs = len({config_id(r) for r in runs})
     print(f"Test matrix: {len(runs)} runs ({configs} configurations x {len(runs) // max(configs, 1)} seeds) "
@@ -173,8 +173,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
     runs, specs = check(cfg, results_dir)
     gpus = detect_gpus(runs) if gpus is None else gpus
-    executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
-                        command=command, cores=cores, cwd=lib_config.ROOT)
+    executor = executor_api.create(cfg, gpus=gpus, command=command, cores=cores, cwd=lib_config.ROOT)
     states = _states(runs, results_dir)
     todo = _to_run(runs, states, rerun)
     est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR)]))
@@ -192,6 +191,10 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         runs, specs = check(cfg, results_dir)
         states = _states(runs, results_dir)
         todo = _to_run(runs, states, rerun)
+        try:
+            executor.open(results_dir, [r for r, _ in todo])
+        except executor_api.ExecutorRefused as exc:
+            raise SweepRefused(str(exc)) from None
         plan_file.write_plan(results_dir, cfg, runs)
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
         for spec, _flags in todo:
@@ -210,6 +213,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
             progress.close()
         final = _states(runs, results_dir)
     finally:
+        executor.close()
         signal.signal(signal.SIGTERM, previous_term)
         lock.release()
     return _conclude(final, results_dir, cfg, make_report, out)
