@@ -5,7 +5,8 @@ Each run is one task that runs the same launcher a local sweep runs (python -m l
 back from the run directory, which every node sees. Ray's own task retries are off: the
 sweep retries a run whose process or node died itself (test_matrix.executor_api.Retries),
 so a local and a Ray sweep follow one rule. GPUs come from Ray's assignment (it sets
-CUDA_VISIBLE_DEVICES for the task, and the launcher inherits it), never from a guess.
+CUDA_VISIBLE_DEVICES for the task, and the launcher inherits it), never from a guess. A run
+gets the worker node's environment plus the driver's KNLP_* variables.
 
 Before anything runs, open() checks that the cluster answers, that every node sees the
 results directory (a probe task on each node writes a file the driver reads back), and
@@ -34,7 +35,7 @@ CONNECT_TIMEOUT_S = 5.0
 CANCEL_GRACE_S = 10.0
 
 
-def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s: float):
+def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s: float, knlp_env: dict):
     """The Ray task, on a worker node: run the launcher in run_dir; (exit code, timed out).
 
     Sent to the workers by value, so it imports the project from `cwd` (the same checkout
@@ -52,7 +53,7 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
     from lib import heartbeat
     from test_matrix.executor import OUTPUT, _die_with_parent, _stop
 
-    env = dict(os.environ, KNLP_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env = {**os.environ, **knlp_env, "KNLP_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     with open(os.path.join(run_dir, OUTPUT), "ab") as handle:
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()} (Ray) "
                      f"{' '.join(command)}\n".encode())
@@ -77,7 +78,7 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
 
 
 def _probe(results_dir: str, token: str, cwd: str, python: str) -> dict:
-    """The probe task: write token into the results directory as this node sees it."""
+    """The probe task: write a file named `token` into the results directory as this node sees it."""
     import os
     import socket
 
@@ -85,7 +86,7 @@ def _probe(results_dir: str, token: str, cwd: str, python: str) -> dict:
     found = {"host": host, "checkout": os.path.isfile(os.path.join(cwd, "lib", "launch.py")),
              "python": os.path.exists(python), "error": None}
     try:
-        with open(os.path.join(results_dir, f".ray-probe-{token}-{os.getpid()}"), "w") as handle:
+        with open(os.path.join(results_dir, token), "w") as handle:
             handle.write(f"{token} {host}\n")
     except OSError as err:
         found["error"] = f"{type(err).__name__}: {err}"
@@ -185,9 +186,12 @@ class RayExecutor(executor_api.RunExecutor):
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
         except Exception as err:  # ConnectionError, or a version mismatch (RuntimeError)
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+                "; a cluster with token authentication (the default of 'ray start') also needs RAY_AUTH_MODE=token "
+                "and its token here (~/.ray/auth_token or RAY_AUTH_TOKEN)")
             raise executor_api.ExecutorRefused(
                 f"cannot join the Ray cluster at {self.address} ({first}); start it with 'ray start --head' or "
-                "fix CONFIG_TEST_MATRIX_RAY_ADDRESS") from None
+                f"fix CONFIG_TEST_MATRIX_RAY_ADDRESS{auth}") from None
 
     def _start_private(self, ray) -> None:
         from ray._private import ray_constants
@@ -212,20 +216,23 @@ class RayExecutor(executor_api.RunExecutor):
     def _check_results_dir(self, ray, results_dir: Path) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        token = secrets.token_hex(8)
         probe = ray.remote(_probe)
+        tokens = {n["NodeID"]: f".ray-probe-{secrets.token_hex(8)}" for n in self.nodes}  # one file per node
         refs = {probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(results_dir), token, str(self.cwd), sys.executable): n
+            n["NodeID"], soft=False)).remote(str(results_dir), tokens[n["NodeID"]], str(self.cwd), sys.executable): n
                 for n in self.nodes}
         try:
             found = dict(zip(refs, ray.get(list(refs), timeout=PROBE_TIMEOUT_S)))
         except Exception as err:
             raise executor_api.ExecutorRefused(f"the probe task on {self.where()} did not finish ({type(err).__name__}); "
                                                "check 'ray status' and that every node has this checkout") from None
-        written = {}
-        for path in results_dir.glob(f".ray-probe-{token}-*"):
-            written[path.read_text().split()[1]] = True
-            path.unlink()
+        written = set()
+        for token in tokens.values():
+            path = results_dir / token
+            with contextlib.suppress(OSError):
+                if path.read_text().split()[0] == token:
+                    written.add(token)
+                path.unlink()
         for ref, node in refs.items():
             seen = found[ref]
             where = f"node {node['NodeManagerAddress']} ({seen['host']})"
@@ -233,7 +240,7 @@ class RayExecutor(executor_api.RunExecutor):
                 raise executor_api.ExecutorRefused(
                     f"{where} lacks {'this checkout at ' + str(self.cwd) if not seen['checkout'] else sys.executable}; "
                     "every node needs the same checkout and Python environment at the same paths")
-            if seen["error"] or seen["host"] not in written:
+            if seen["error"] or tokens[node["NodeID"]] not in written:
                 why = seen["error"] or "its file did not appear here"
                 raise executor_api.ExecutorRefused(
                     f"{where} cannot share the results directory {results_dir} ({why}); put "
@@ -256,6 +263,9 @@ class RayExecutor(executor_api.RunExecutor):
         running: dict = {}  # ObjectRef -> (job, started)
         outcomes: list[Outcome] = []
         retry = executor_api.Retries(self.retries, self.on_event)
+        # The project's own settings travel with the run (KNLP_FAULT, ...); the rest of the
+        # environment is the worker node's, as paths and devices differ between machines.
+        knlp_env = {k: v for k, v in os.environ.items() if k.startswith("KNLP_")}
         try:
             while pending or running:
                 while pending and len(running) < self.slots:
@@ -264,7 +274,8 @@ class RayExecutor(executor_api.RunExecutor):
                     ref = task.options(num_cpus=self.cpus_per_run, num_gpus=self.gpus.get(job.run_id, 0),
                                        max_retries=0).remote(str(job.run_dir.resolve()),
                                                              self.command(job.run_dir.resolve(), job.flags),
-                                                             str(self.cwd), self.cpus_per_run, self.timeout_s)
+                                                             str(self.cwd), self.cpus_per_run, self.timeout_s,
+                                                             knlp_env)
                     running[ref] = (job, time.time())
                     self.on_event("start", job, None)
                 done, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_s)

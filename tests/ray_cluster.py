@@ -18,8 +18,10 @@ from pathlib import Path
 
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 RAY = str(Path(sys.executable).with_name("ray"))
-# New Ray clusters require a token (kept in ~/.ray/auth_token); whoever joins must send it.
+# New Ray clusters require a token (kept in ~/.ray/auth_token); whoever joins one by its
+# address must send it, and Ray reads this once, when it is first imported: set it before.
 AUTH = {"RAY_AUTH_MODE": "token"}
+os.environ.update(AUTH)
 
 
 def free_port() -> int:
