@@ -136,3 +136,23 @@ def load_script(name):
 def use_config(monkeypatch, path):
     """Make lib.config.load() (what the scripts call) read `path` instead of the project's .config."""
     monkeypatch.setattr(lib_config, "load", functools.partial(LOAD, path))
+
+
+# SGD at a learning rate of a million diverges (the fake engine reports NaN like the real one).
+DIVERGING_SGD = """
+    CONFIG_DEVICE_CPU=y
+    CONFIG_OPTIMIZER_SGD=y
+    CONFIG_SGD_LEARNING_RATE="1e6"
+    CONFIG_OPTIMIZER_ADAMWPRUNE=y
+    CONFIG_PRUNING_NONE=y
+    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+"""
+
+# The real engine on the shipped MNIST sample, offline on the CPU.
+LENET_SAMPLE = """
+    CONFIG_DEVICE_CPU=y
+    CONFIG_HYPER_PARAM_MANUAL=y
+    CONFIG_LENET5_DATASET_MNIST_SAMPLE=y
+    # CONFIG_DATA_DOWNLOAD is not set
+    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+"""

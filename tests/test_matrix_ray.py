@@ -21,16 +21,11 @@ from lib import extras, rundir
 from ray_cluster import Cluster, free_port
 from test_matrix import plan as plan_file, sweep
 from test_matrix.ray_executor import RayExecutor
-from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, write_config
+from test_matrix_fakes import DIVERGING_SGD, LENET_COMPARE, LENET_SAMPLE, fake_engine, launches, write_config
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = """
-    CONFIG_DEVICE_CPU=y
-    CONFIG_HYPER_PARAM_MANUAL=y
-    CONFIG_LENET5_DATASET_MNIST_SAMPLE=y
-    # CONFIG_DATA_DOWNLOAD is not set
-    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+SAMPLE = LENET_SAMPLE + """
     CONFIG_TEST_MATRIX_SEEDS=2
     CONFIG_PRUNING_MAGNITUDE=y
     CONFIG_LENET5_EPOCHS=5
@@ -122,15 +117,6 @@ def test_sample_sweep_on_two_nodes_equals_local_even_when_a_node_dies(cluster, t
         assert ours.keys() == theirs.keys()
         assert all(ours[k].equal(theirs[k]) for k in ours), f"{run_dir.name}: weights differ from the local run"
 
-
-DIVERGING_SGD = """
-    CONFIG_DEVICE_CPU=y
-    CONFIG_OPTIMIZER_SGD=y
-    CONFIG_SGD_LEARNING_RATE="1e6"
-    CONFIG_OPTIMIZER_ADAMWPRUNE=y
-    CONFIG_PRUNING_NONE=y
-    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
-"""
 
 DRIVER = """
 import sys
