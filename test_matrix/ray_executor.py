@@ -18,9 +18,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -93,6 +95,18 @@ def _probe(results_dir: str, token: str, cwd: str, python: str) -> dict:
     return found
 
 
+@contextlib.contextmanager
+def _own_sigterm():
+    """Keep the sweep's SIGTERM handler: ray.init installs one that exits without cancelling the runs."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 class RayExecutor(executor_api.RunExecutor):
     def __init__(self, *, address: str = "", cpus_per_run: int = 1, gpus_per_run: int = -1, timeout_s: float = 0,
                  retries: int = 0, command=default_command, cores: int | None = None, cwd: Path | None = None,
@@ -150,10 +164,11 @@ class RayExecutor(executor_api.RunExecutor):
             return  # nothing to run: no cluster needed
         self._ray = ray = extras.ensure("ray", why="CONFIG_TEST_MATRIX_EXECUTOR_RAY")
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        if self.address:
-            self._join(ray)
-        else:
-            self._start_private(ray)
+        with _own_sigterm():
+            if self.address:
+                self._join(ray)
+            else:
+                self._start_private(ray)
         self.nodes = [n for n in ray.nodes() if n.get("Alive")]
         largest_gpus = max(int(n["Resources"].get("GPU", 0)) for n in self.nodes)
         largest_cpus = max(int(n["Resources"].get("CPU", 0)) for n in self.nodes)
