@@ -54,7 +54,8 @@ class Cluster:
         self.temp_dir = tempfile.mkdtemp(prefix="knlp-rt-", dir="/tmp")  # short: Ray puts sockets here
         self.port = free_port()
         self.ip = None
-        self.nodes: list[str] = []  # node names, in start order
+        self.nodes: list[str] = []  # names of the nodes started, in order
+        self.live = 0  # nodes started and not killed
         self.strays: set[int] = set()  # descendants of a killed raylet (re-parented to init)
 
     @property
@@ -76,12 +77,19 @@ class Cluster:
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
                      "--node-name=head"])
         self.nodes.append("head")
+        self.live += 1
         return self
 
     def add_worker(self, name: str, prefix: list[str] = ()) -> None:
         self._start([f"--address={self.address}", f"--node-name={name}", f"--temp-dir={self.temp_dir}"], prefix)
         self.nodes.append(name)
+        self.live += 1
         self.wait_for_nodes()
+
+    def ensure_workers(self, count: int) -> None:
+        """Start workers until the head has `count` live ones (a test may have killed one)."""
+        while self.live < count + 1:
+            self.add_worker(f"worker{len(self.nodes)}")
 
     def alive_nodes(self) -> list[dict]:
         import ray
@@ -94,9 +102,9 @@ class Cluster:
 
     def wait_for_nodes(self, timeout_s: float = 60) -> None:
         end = time.time() + timeout_s
-        while len(self.alive_nodes()) < len(self.nodes):
+        while len(self.alive_nodes()) < self.live:
             if time.time() > end:
-                raise RuntimeError(f"the Ray cluster has fewer than {len(self.nodes)} live nodes")
+                raise RuntimeError(f"the Ray cluster has fewer than {self.live} live nodes")
             time.sleep(1)
 
     @staticmethod
@@ -121,6 +129,7 @@ class Cluster:
             self.strays.add(child)
             todo.extend(tree.get(child, []))
         os.kill(pid, signal.SIGKILL)
+        self.live -= 1
 
     def processes(self) -> list[int]:
         """Every process of this cluster: those naming its temp dir and all their descendants."""

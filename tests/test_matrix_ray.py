@@ -33,15 +33,21 @@ SAMPLE = LENET_SAMPLE + """
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def running_cluster():
     extras.ensure("ray", why="tests/test_matrix_ray.py")
     nodes = Cluster()
     try:
         nodes.start_head()
-        nodes.add_worker("worker")
         yield nodes
     finally:
         nodes.stop()  # asserts that no process of the cluster is left
+
+
+@pytest.fixture
+def cluster(running_cluster):
+    """The head and one worker, whatever an earlier test did to its nodes."""
+    running_cluster.ensure_workers(1)
+    return running_cluster
 
 
 def on_ray(text: str, address: str) -> str:
@@ -239,7 +245,7 @@ def test_results_directory_a_node_cannot_see_is_one_line(cluster, tmp_path):
                     os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        cluster.nodes.remove("blind")
+        cluster.live -= 1
 
 
 def _listening(pids: set[int]) -> set[str]:
