@@ -152,8 +152,8 @@ def _to_run(runs, states, rerun: str | None):
         if rerun == "failed":
             if state == run_state.FAILED:
                 # Start a failed run over (the engine moves its old outputs aside), except one
-                # that was cut short (or whose process died), which goes on from its checkpoint.
-                cut_short = any(word in (reason or "") for word in ("timed out", "interrupted", *executor_api.DIED))
+                # that was cut short (or killed, or lost with its node), which goes on from its checkpoint.
+                cut_short = any(word in (reason or "") for word in ("timed out", "interrupted", "killed by", "lost its"))
                 todo.append((r, [] if cut_short else ["--fresh"]))
         elif state in (run_state.PENDING, run_state.INTERRUPTED):
             todo.append((r, []))
