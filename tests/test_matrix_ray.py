@@ -192,6 +192,21 @@ def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, t
     assert {n for n in after if after[n] != before[n]} == {sgd.name} and launches(sgd)[-1] == "--fresh"
 
 
+def test_a_run_whose_process_is_killed_is_retried_on_the_cluster_and_resumes(cluster, tmp_path):
+    cfg = write_config(tmp_path, on_ray(LENET_COMPARE, cluster.address)).replace(TEST_MATRIX_SEEDS=1)
+    fake = fake_engine(tmp_path)
+
+    def command(run_dir, flags):  # the fake's setting travels with the command: workers have their own env
+        return ["env", "FAKE_DIE_ONCE=lenet5-adamw-none-seed1", *fake(run_dir, flags)]
+
+    out = io.StringIO()
+    assert sweep.run(cfg, command=command, out=out, make_report=False, cores=2) == 0, out.getvalue()
+    died = tmp_path / "results" / "lenet5-adamw-none-seed1"
+    assert launches(died) == ["", ""] and "retry   lenet5-adamw-none-seed1" in out.getvalue()
+    assert "killed by SIGKILL" in out.getvalue()
+    assert rundir.read_json(died / "summary.json")["fake"]["resumed_from"] == 2
+
+
 def refused(cfg, tmp_path) -> str:
     with pytest.raises(sweep.SweepRefused) as err:
         sweep.run(cfg, command=fake_engine(tmp_path), out=io.StringIO(), make_report=False, cores=2)
