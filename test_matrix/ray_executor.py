@@ -53,7 +53,14 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     from lib import heartbeat
+    from test_matrix import state as run_state
     from test_matrix.executor import OUTPUT, _die_with_parent, _stop
+
+    def said_nothing() -> None:
+        # A launcher that died without a word left "running" and a recent heartbeat: seen
+        # from the driver's host that is a live run. Here, its dead pid says otherwise.
+        if run_state.classify(run_dir)[0] == run_state.INTERRUPTED:
+            heartbeat.mark_stopped(run_dir)
 
     env = {**os.environ, **knlp_env, "KNLP_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     with open(os.path.join(run_dir, OUTPUT), "ab") as handle:
@@ -68,6 +75,7 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
             while proc.poll() is None:
                 if timeout_s and time.time() - started > timeout_s:
                     _stop(proc)
+                    said_nothing()
                     return proc.returncode, True
                 time.sleep(0.2)
         except BaseException:  # ray.cancel: stop the run as kill -9 would; it stays resumable
@@ -76,6 +84,7 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
             proc.wait()
             heartbeat.mark_stopped(run_dir)
             raise
+    said_nothing()
     return proc.returncode, False
 
 
