@@ -139,7 +139,8 @@ sys.exit(sweep.run(lib_config.load(tmp / "test.config"), command=command, make_r
 """
 
 
-def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, tmp_path, how):
     # three runs, two at a time: the AdamW ones train on, SGD at a learning rate of a million diverges at once
     cfg = write_config(tmp_path, on_ray(DIVERGING_SGD, cluster.address))
     results = tmp_path / "results"
@@ -157,14 +158,14 @@ def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, t
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             time.sleep(0.05)
         assert midway, "the Ray sweep never reached a state with finished and half-finished runs"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(how)  # Ctrl-C, or a driver that dies at once (Ray then ends its tasks)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     # the cancelled tasks killed their runs, which stay resumable
-    end = time.time() + 30
+    end = time.time() + 60
     while any(Path(f"/proc/{s['pid']}").exists() for s in midway.values()) and time.time() < end:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{s['pid']}").exists() for s in midway.values()), "a run outlived its cancelled task"
