@@ -4,8 +4,8 @@ The fake engine stands in for `python -m lib.launch --run-dir DIR [--fresh]` wit
 contract (status.json, metrics.jsonl, hparams.json, summary.json, exit 0/1/2, resume from
 its checkpoint) but trains nothing, so sweeps can be tested in seconds. Behaviour comes
 from the run's own spec (an SGD learning rate >= 1000 "diverges") or from environment
-variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_DIE_ONCE (SIGKILLed after two
-checkpointed steps on its first launch), FAKE_HANG (never ends), FAKE_BUSY
+variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_DIE_ONCE (runs, comma-separated,
+SIGKILLed after two checkpointed steps on their first launch), FAKE_HANG (never ends), FAKE_BUSY
 (another live process holds the run: exit 2, its status untouched).
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ FAKE_ENGINE = textwrap.dedent('''
         sys.exit(2)
     if os.environ.get("FAKE_CRASH") == run_id:
         os._exit(3)
-    if os.environ.get("FAKE_DIE_ONCE") == run_id and len(open(os.path.join(run_dir, "launches.txt")).readlines()) == 1:
+    if run_id in os.environ.get("FAKE_DIE_ONCE", "").split(",") and len(open(os.path.join(run_dir, "launches.txt")).readlines()) == 1:
         for step in range(start + 1, 3):  # checkpoint two steps, then die as if killed by the kernel
             rundir.append_metrics(run_dir, {"step": step, "accuracy": 1.0})
             rundir.write_json(ckpt, {"step": step})

@@ -230,23 +230,60 @@ def test_too_few_gpus_is_one_line(cluster, tmp_path):
         and message.count(" has 0;") == 1
 
 
-def _unshare_prefix(mount_over: Path) -> list[str]:
-    """A command prefix that runs the rest in a mount namespace where `mount_over` is an empty tmpfs."""
-    script = f'mount -t tmpfs knlp-test "{mount_over}" && exec "$@"'
-    for flags in (["-m"], ["-r", "-m"]):  # root, or an unprivileged user namespace
+def _unshare_prefix(kind: str, script: str) -> list[str]:
+    """A command prefix that runs the rest in a new namespace of `kind` ("m" mount, "u" host name) after `script`."""
+    script = f'{script} && exec "$@"'
+    for flags in ([f"-{kind}"], ["-r", f"-{kind}"]):  # root, or an unprivileged user namespace
         probe = subprocess.run(["unshare", *flags, "--propagation", "private", "sh", "-c", script, "sh", "true"],
                                capture_output=True)
         if probe.returncode == 0:
             return ["unshare", *flags, "--propagation", "private", "sh", "-c", script, "sh"]
     if os.environ.get("CI"):
-        pytest.fail(f"unshare cannot make a mount namespace here ({probe.stderr.decode().strip()})")
-    pytest.skip("needs unshare with mount namespaces to give one node its own results directory")
+        pytest.fail(f"unshare cannot make a namespace here ({probe.stderr.decode().strip()})")
+    pytest.skip("needs unshare with namespaces to give one node its own results directory or host name")
+
+
+def _remove_nodes_outside(cluster: Cluster, before: set[int], kind: str) -> None:
+    """Kill the processes of nodes started in another namespace of `kind` ("mnt", "uts")."""
+    ours = os.readlink(f"/proc/self/ns/{kind}")
+    for pid in set(cluster.processes()) - before:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{kind}") != ours:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    cluster.live -= 1
+
+
+def test_a_run_on_another_host_that_dies_silently_is_retried_not_taken_for_live(cluster, tmp_path):
+    """A node with its own host name: the driver cannot check pids there, only heartbeats."""
+    before = set(cluster.processes())
+    cluster.add_worker("elsewhere", prefix=_unshare_prefix("u", "hostname knlp-elsewhere"))
+    try:
+        cfg = write_config(tmp_path, on_ray(LENET_COMPARE, cluster.address)).replace(TEST_MATRIX_SEEDS=1)
+        fake = fake_engine(tmp_path)
+        victims = ["lenet5-adamw-none-seed1", "lenet5-adamw-magnitude-s90-seed1", "lenet5-adamw-movement-s90-seed1"]
+
+        def command(run_dir, flags):  # three runs at once, one per node, each killed on its first launch
+            return ["env", f"FAKE_DIE_ONCE={','.join(victims)}", *fake(run_dir, flags)]
+
+        out = io.StringIO()
+        assert sweep.run(cfg, command=command, out=out, make_report=False, cores=2) == 0, out.getvalue()
+        results = tmp_path / "results"
+        hosts = {(results / v / "sweep-output.txt").read_text().split("\n")[0].split(" on ")[1].split()[0]
+                 for v in victims}
+        assert "knlp-elsewhere" in hosts, f"no run went to the node with the other host name ({hosts})"
+        for name in victims:
+            assert launches(results / name) == ["", ""], f"{name}: {out.getvalue()}"
+            assert rundir.read_json(results / name / "summary.json")["fake"]["resumed_from"] == 2
+    finally:
+        _remove_nodes_outside(cluster, before, "uts")
 
 
 def test_results_directory_a_node_cannot_see_is_one_line(cluster, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    prefix = _unshare_prefix(results)
+    prefix = _unshare_prefix("m", f'mount -t tmpfs knlp-test "{results}"')
     before = set(cluster.processes())
     cluster.add_worker("blind", prefix=prefix)
     try:
@@ -254,14 +291,7 @@ def test_results_directory_a_node_cannot_see_is_one_line(cluster, tmp_path):
         assert "cannot share the results directory" in message and str(results) in message
         assert "CONFIG_TEST_MATRIX_RESULTS_DIR" in message
     finally:
-        ours = os.readlink("/proc/self/ns/mnt")
-        for pid in set(cluster.processes()) - before:
-            try:
-                if os.readlink(f"/proc/{pid}/ns/mnt") != ours:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        cluster.live -= 1
+        _remove_nodes_outside(cluster, before, "mnt")
 
 
 def _listening(pids: set[int]) -> set[str]:
