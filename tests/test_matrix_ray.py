@@ -253,6 +253,9 @@ def _remove_nodes_outside(cluster: Cluster, before: set[int], kind: str) -> None
         except OSError:
             pass
     cluster.live -= 1
+    end = time.time() + 120  # until Ray too has given that node up, so later sweeps do not probe it
+    while len(cluster.alive_nodes()) > cluster.live and time.time() < end:
+        time.sleep(1)
 
 
 def test_a_run_on_another_host_that_dies_silently_is_retried_not_taken_for_live(cluster, tmp_path):
