@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lib import checkpoint, resolve, rundir, start_record
+from lib import checkpoint, heartbeat, resolve, rundir, start_record
 from lib.checkpoint import CheckpointError, FRESH_HINT
 from lib.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
                         resolve_compile)
@@ -430,7 +430,7 @@ class Trainer:
         if self.main:
             rundir.write_status(self.run_dir, rundir.RUNNING, step=step)
         self.done = step
-        with self._signals():
+        with self._signals(), heartbeat.beating(self.run_dir, enabled=self.main):
             try:
                 return self._loop(step)
             except FloatingPointError as err:

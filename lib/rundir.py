@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +40,9 @@ LAST = "last.pt"
 CURVES = "curves.png"
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+# Serialises status writes within a process: the heartbeat thread (lib/heartbeat.py)
+# rewrites status.json next to the engine, and must never put "running" back over "completed".
+STATUS_LOCK = threading.RLock()
 
 # Keys of every metrics.jsonl line; the model's quality metric is "accuracy" (CNNs, percent)
 # or "perplexity" (GPT-2); the other one is null.
@@ -68,22 +72,23 @@ def read_json(path: Path | str):
 def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
     if state not in (RUNNING, COMPLETED, FAILED):
         raise ValueError(f"unknown run state {state!r}")
-    path = Path(run_dir) / STATUS
-    data = {"state": state, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
-            "updated": time.time(), **extra}
-    try:
-        write_json(path, data)
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
-            raise
-        # A full disk has no room for the temporary copy, but the old status.json's own blocks
-        # can be rewritten: a run that failed for lack of space must not keep saying "running".
-        # (Torn by a kill -9 it reads as no status, and the next launch resumes from last.pt.)
-        with open(path, "r+") as handle:
-            handle.truncate(0)
-            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    with STATUS_LOCK:
+        path = Path(run_dir) / STATUS
+        data = {"state": state, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
+                "updated": time.time(), **extra}
+        try:
+            write_json(path, data)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+                raise
+            # A full disk has no room for the temporary copy, but the old status.json's own blocks
+            # can be rewritten: a run that failed for lack of space must not keep saying "running".
+            # (Torn by a kill -9 it reads as no status, and the next launch resumes from last.pt.)
+            with open(path, "r+") as handle:
+                handle.truncate(0)
+                handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
 
 
 def read_status(run_dir: Path | str) -> dict | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lib import rundir
-from test_matrix import state as run_state
+from test_matrix import executor_api, state as run_state
 
 OUTPUT = "sweep-output.txt"  # the child's stdout/stderr; the engine's own log is log.txt
 KILL_GRACE_S = 10.0
@@ -94,13 +94,31 @@ def _record_failure(run_dir: Path, reason: str) -> None:
         pass  # a full or read-only disk: the run's own line said why; the status cannot be changed
 
 
-class Executor:
-    """Runs Jobs; `on_event(kind, job, outcome)` is called with kind "start", "finish" or "tick"."""
+def settle(job: Job, rc: int, seconds: float, timed_out: bool = False) -> Outcome:
+    """A finished launch's Outcome, from the run's status.json (recording a failure it could not)."""
+    output = job.run_dir / OUTPUT
+    state, reason = run_state.classify(job.run_dir)
+    if state == run_state.RUNNING and not timed_out:
+        # A live process that is not ours trains it (the engine's run lock refused this
+        # launch): its status is not ours to overwrite.
+        state, reason = run_state.FAILED, f"not run: another process is training it ({reason})"
+    elif state != run_state.COMPLETED and state != run_state.FAILED:
+        reason = _exit_reason(rc, output) if rc != 0 else f"exited 0 but status.json says {state}"
+        _record_failure(job.run_dir, reason)
+        state = run_state.FAILED
+    elif state == run_state.COMPLETED and rc != 0 and not timed_out:
+        state, reason = run_state.FAILED, _exit_reason(rc, output) + " (after completing)"
+        _record_failure(job.run_dir, reason)
+    return Outcome(job.run_id, state, reason, seconds)
+
+
+class Executor(executor_api.RunExecutor):
+    """Runs Jobs on this machine; `on_event(kind, job, outcome)`: "start", "finish", "retry" or "tick"."""
 
     def __init__(self, *, jobs: int = 1, gpus: list[str] | None = None, timeout_s: float = 0,
                  command: Callable[[Path, list[str]], list[str]] = default_command,
                  cores: int | None = None, on_event=None, poll_s: float = 0.2, cwd: Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, retries: int = 0):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.gpus = list(gpus or [])
@@ -112,6 +130,13 @@ class Executor:
         self.poll_s = poll_s
         self.cwd = cwd
         self.threads = threads  # the runs' CONFIG_CPU_THREADS: part of each run, never changed here
+        self.retries = retries
+
+    @classmethod
+    def from_config(cls, cfg, *, gpus, command, cores, cwd):
+        return cls(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
+                   command=command, cores=cores, cwd=cwd, threads=cfg.get("CPU_THREADS"),
+                   retries=cfg.get("TEST_MATRIX_RETRIES") or 0)
 
     def threads_per_run(self, n_jobs: int) -> int:
         """CPU threads for each run: the config's on the CPU, else a share of the cores (GPU runs'
@@ -146,31 +171,21 @@ class Executor:
         free_gpus = list(self.gpus)
         running: dict[int, tuple] = {}  # pid -> (job, popen, started, gpus, output handle)
         outcomes: list[Outcome] = []
+        retry = executor_api.Retries(self.retries, self.on_event)
 
         def finish(job, proc, started, gpus, handle, timed_out=False):
             handle.close()
             free_gpus.extend(gpus)
             seconds = time.time() - started
-            rc = proc.returncode
-            output = job.run_dir / OUTPUT
             # A run that recorded "completed" before the timeout hit (it was only slow to exit)
             # finished: the timeout must not overwrite that.
             if timed_out and run_state.classify(job.run_dir)[0] != run_state.COMPLETED:
                 reason = f"timed out after {self.timeout_s:g} s (CONFIG_TEST_MATRIX_RUN_TIMEOUT)"
                 _record_failure(job.run_dir, reason)
-            state, reason = run_state.classify(job.run_dir)
-            if state == run_state.RUNNING and not timed_out:
-                # A live process that is not ours trains it (the engine's run lock refused this
-                # launch): its status is not ours to overwrite.
-                state, reason = run_state.FAILED, f"not run: another process is training it ({reason})"
-            elif state != run_state.COMPLETED and state != run_state.FAILED:
-                reason = _exit_reason(rc, output) if rc != 0 else f"exited 0 but status.json says {state}"
-                _record_failure(job.run_dir, reason)
-                state = run_state.FAILED
-            elif state == run_state.COMPLETED and rc != 0 and not timed_out:
-                state, reason = run_state.FAILED, _exit_reason(rc, output) + " (after completing)"
-                _record_failure(job.run_dir, reason)
-            outcome = Outcome(job.run_id, state, reason, seconds)
+            outcome = settle(job, proc.returncode, seconds, timed_out)
+            if retry.again(job, outcome):
+                pending.insert(0, Job(job.run_id, job.run_dir, [], job.gpus))  # resumes from last.pt
+                return
             outcomes.append(outcome)
             self.on_event("finish", job, outcome)
 

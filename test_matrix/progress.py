@@ -81,6 +81,10 @@ class Progress:
             self.started[job.run_id] = time.time()
             self._refresh()
             return
+        if kind == "retry":  # launched again at once; its time so far is lost, not its checkpoint
+            self.started.pop(job.run_id, None)
+            tqdm.write(f"retry   {job.run_id} after {fmt_duration(outcome.seconds)}: {outcome.reason}", file=self.stream)
+            return
         self.started.pop(job.run_id, None)
         self.queued.discard(job.run_id)
         if outcome.state == "completed":

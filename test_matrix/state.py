@@ -6,7 +6,8 @@ States:
   failed       the engine (or the sweep, for timeouts and crashes) recorded why it failed
   interrupted  status says running but its process is gone (Ctrl-C, kill -9, reboot):
                launching it again resumes from its last checkpoint
-  running      a live process on this host is training it right now (leave it alone)
+  running      a live process is training it right now (leave it alone): on this host its
+               pid is alive; on another host its heartbeat (lib/heartbeat.py) is recent
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from lib import rundir
+from lib import heartbeat, rundir
 
 PENDING, COMPLETED, FAILED, INTERRUPTED, RUNNING = "pending", "completed", "failed", "interrupted", "running"
 
@@ -65,7 +66,11 @@ def classify(run_dir: Path | str) -> tuple[str, str | None]:
         return FAILED, status.get("reason") or "no reason recorded"
     host = status.get("host")
     if host not in (None, socket.gethostname()):
-        # Another machine sharing the disk may be training it; we cannot check its pid.
+        # Another machine sharing the disk may be training it; we cannot check its pid, only
+        # its heartbeat. A silent one was left behind by a dead node or driver.
+        if heartbeat.is_stale(status):
+            return INTERRUPTED, (f"abandoned: no heartbeat from {host} for {heartbeat.age(status):.0f} s; "
+                                 "the next launch resumes it")
         return RUNNING, f"running on {host} (pid {status.get('pid')})"
     if _alive(status.get("pid"), status.get("updated")):
         return RUNNING, f"running (pid {status.get('pid')})"

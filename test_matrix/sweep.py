@@ -15,9 +15,9 @@ from pathlib import Path
 from lib import config as lib_config
 from lib import rundir
 from lib.storage_errors import describe as describe_storage_error, is_storage_error
-from test_matrix import estimate, plan as plan_file, state as run_state
+from test_matrix import estimate, executor_api, plan as plan_file, state as run_state
 from test_matrix.comparisons import detect_differences
-from test_matrix.executor import Executor, Job, default_command
+from test_matrix.executor import Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
 from test_matrix.lock import Busy, SweepLock
 from test_matrix.progress import Progress, fmt_duration
@@ -129,7 +129,7 @@ def _schedule_lines(runs) -> list[str]:
     return lines
 
 
-def print_plan(runs, states, executor: Executor, est: dict[str, float], results_dir: Path, todo, out,
+def print_plan(runs, states, executor: executor_api.RunExecutor, est: dict[str, float], results_dir: Path, todo, out,
                every_run: bool = True) -> None:
     configs = len({config_id(r) for r in runs})
     print(f"Test matrix: {len(runs)} runs ({configs} configurations x {len(runs) // max(configs, 1)} seeds) "
@@ -189,8 +189,8 @@ def _to_run(runs, states, rerun: str | None, replace=frozenset()):
                 todo.append((r, []))
             elif state == run_state.FAILED:
                 # Start a failed run over (the engine moves its old outputs aside), except one
-                # that was cut short, which goes on from its checkpoint.
-                cut_short = any(word in (reason or "") for word in ("timed out", "interrupted"))
+                # that was cut short (or killed, or lost with its node), which goes on from its checkpoint.
+                cut_short = any(word in (reason or "") for word in ("timed out", "interrupted", "killed by", "lost its"))
                 todo.append((r, [] if cut_short else ["--fresh"]))
         elif state in (run_state.PENDING, run_state.INTERRUPTED):
             todo.append((r, []))
@@ -210,8 +210,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
     runs, specs, replace = check(cfg, results_dir)
     gpus = detect_gpus(runs) if gpus is None else gpus
-    executor = Executor(jobs=cfg.TEST_MATRIX_PARALLEL_JOBS, gpus=gpus, timeout_s=cfg.TEST_MATRIX_RUN_TIMEOUT or 0,
-                        command=command, cores=cores, cwd=lib_config.ROOT, threads=cfg.CPU_THREADS)
+    executor = executor_api.create(cfg, gpus=gpus, command=command, cores=cores, cwd=lib_config.ROOT)
     states = _states(runs, results_dir)
     todo = _to_run(runs, states, rerun, replace)
     est = estimate.estimates(specs, estimate.history([results_dir, resolve(cfg.OUTPUT_DIR, "CONFIG_OUTPUT_DIR")]))
@@ -229,6 +228,10 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         runs, specs, replace = check(cfg, results_dir)
         states = _states(runs, results_dir)
         todo = _to_run(runs, states, rerun, replace)
+        try:
+            executor.open(results_dir, [r for r, _ in todo])
+        except executor_api.ExecutorRefused as exc:
+            raise SweepRefused(str(exc)) from None
         plan_file.write_plan(results_dir, cfg, runs)
         for run_id in sorted(replace):
             print(f"  {run_id}: its directory held another config's run that never trained a step; "
@@ -253,6 +256,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
             progress.close()
         final = _states(runs, results_dir)
     finally:
+        executor.close()
         signal.signal(signal.SIGTERM, previous_term)
         lock.release()
     return _conclude(final, results_dir, cfg, make_report, out)

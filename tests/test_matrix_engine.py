@@ -11,17 +11,11 @@ import pytest
 from lib import config as lib_config
 from lib import rundir
 from test_matrix import plan as plan_file, sweep
-from test_matrix_fakes import run_path, write_config
+from test_matrix_fakes import LENET_SAMPLE, run_path, write_config
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = """
-    CONFIG_DEVICE_CPU=y
-    CONFIG_HYPER_PARAM_MANUAL=y
-    CONFIG_LENET5_DATASET_MNIST_SAMPLE=y
-    # CONFIG_DATA_DOWNLOAD is not set
-    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
-"""
+SAMPLE = LENET_SAMPLE
 
 
 def test_diverging_sgd_fails_alone_and_is_rerun_alone(tmp_path):

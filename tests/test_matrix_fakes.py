@@ -4,7 +4,8 @@ The fake engine stands in for `python -m lib.launch --run-dir DIR [--fresh]` wit
 contract (status.json, metrics.jsonl, hparams.json, summary.json, exit 0/1/2, resume from
 its checkpoint) but trains nothing, so sweeps can be tested in seconds. Behaviour comes
 from the run's own spec (an SGD learning rate >= 1000 "diverges") or from environment
-variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_HANG (never ends), FAKE_BUSY
+variables naming a run: FAKE_CRASH (exit 3, no status), FAKE_DIE_ONCE (runs, comma-separated,
+SIGKILLed after two checkpointed steps on their first launch), FAKE_HANG (never ends), FAKE_BUSY
 (another live process holds the run: exit 2, its status untouched).
 """
 from __future__ import annotations
@@ -53,6 +54,11 @@ FAKE_ENGINE = textwrap.dedent('''
         sys.exit(2)
     if os.environ.get("FAKE_CRASH") == run_id:
         os._exit(3)
+    if run_id in os.environ.get("FAKE_DIE_ONCE", "").split(",") and len(open(os.path.join(run_dir, "launches.txt")).readlines()) == 1:
+        for step in range(start + 1, 3):  # checkpoint two steps, then die as if killed by the kernel
+            rundir.append_metrics(run_dir, {"step": step, "accuracy": 1.0})
+            rundir.write_json(ckpt, {"step": step})
+        os.kill(os.getpid(), 9)
     if os.environ.get("FAKE_HANG") == run_id:
         time.sleep(3600)
     started = time.time()
@@ -153,3 +159,22 @@ def linger_after_completing(tmp_path: Path, seconds: float):
                       "rundir.write_status(sys.argv[1], 'completed', step=5)\n"
                       f"time.sleep({seconds})\n")
     return lambda run_dir, flags: [sys.executable, str(script), str(run_dir), *flags]
+
+# SGD at a learning rate of a million diverges (the fake engine reports NaN like the real one).
+DIVERGING_SGD = """
+    CONFIG_DEVICE_CPU=y
+    CONFIG_OPTIMIZER_SGD=y
+    CONFIG_SGD_LEARNING_RATE="1e6"
+    CONFIG_OPTIMIZER_ADAMWPRUNE=y
+    CONFIG_PRUNING_NONE=y
+    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+"""
+
+# The real engine on the shipped MNIST sample, offline on the CPU.
+LENET_SAMPLE = """
+    CONFIG_DEVICE_CPU=y
+    CONFIG_HYPER_PARAM_MANUAL=y
+    CONFIG_LENET5_DATASET_MNIST_SAMPLE=y
+    # CONFIG_DATA_DOWNLOAD is not set
+    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
+"""

@@ -7,17 +7,8 @@ import pytest
 from lib import rundir
 from test_matrix import plan as plan_file, sweep
 from test_matrix.lock import SweepLock
-from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, run_path, stem, write_config
+from test_matrix_fakes import DIVERGING_SGD, LENET_COMPARE, fake_engine, launches, run_path, stem, write_config
 
-# SGD at a learning rate of a million diverges (the fake engine reports NaN like the real one).
-DIVERGING_SGD = """
-    CONFIG_DEVICE_CPU=y
-    CONFIG_OPTIMIZER_SGD=y
-    CONFIG_SGD_LEARNING_RATE="1e6"
-    CONFIG_OPTIMIZER_ADAMWPRUNE=y
-    CONFIG_PRUNING_NONE=y
-    CONFIG_TEST_MATRIX_PARALLEL_JOBS=2
-"""
 
 
 def run_sweep(cfg, tmp_path, **kw):

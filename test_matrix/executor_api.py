@@ -1,0 +1,109 @@
+"""What the sweep needs from an executor, and which executors there are.
+
+An executor takes prepared run directories (Jobs) and, for each one:
+  submit  runs the launcher `command(run_dir, flags)` (python -m lib.launch --run-dir DIR)
+          in that directory, with KNLP_NUM_THREADS set to its thread share;
+  watch   calls on_event("start" | "finish" | "retry" | "tick", job, outcome) as runs go;
+  cancel  on KeyboardInterrupt stops every run it started as abruptly as kill -9 and
+          re-raises: their status stays "running" with a dead process, i.e. interrupted,
+          and the next sweep resumes them from last.pt;
+  read    takes each run's final state and reason from the run's own status.json
+          (settle() in test_matrix.executor), never from its output.
+A run whose process or machine died is launched again, up to `retries` times, and resumes;
+one that failed for a reason that would fail again is not (retryable()).
+
+The sweep builds executors with create(cfg) and never knows which one it drives.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from lib import rundir
+
+# name -> "module:class"; imported on use, so the local sweep never imports Ray.
+EXECUTORS = {
+    "local": "test_matrix.executor:Executor",
+    "ray": "test_matrix.ray_executor:RayExecutor",
+}
+
+# Reasons that the executor (not the engine) records when a run's process vanished:
+# killed by a signal, exited without saying why, or lost with its machine.
+DIED = ("killed by ", "exited with status ", "lost ")
+
+
+class ExecutorRefused(Exception):
+    """The executor cannot run this sweep (unreachable cluster, invisible results directory ...); one line."""
+
+
+class RunExecutor(ABC):
+    slots: int  # runs at once (for the plan, the ETA and the progress bar)
+    timeout_s: float  # per-run timeout, 0 = none
+    retries: int  # launches again of a run whose process or machine died
+    on_event = None
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg, *, gpus: list[str], command, cores: int | None, cwd: Path) -> "RunExecutor":
+        """The executor `cfg` asks for; cheap: nothing is started or installed yet."""
+
+    @abstractmethod
+    def describe(self, n_jobs: int) -> str:
+        """One line for the plan: where and how many runs go at once."""
+
+    def open(self, results_dir: Path, specs=()) -> None:
+        """Get ready for the runs `specs` (RunSpecs) and check everything they need.
+
+        Called before anything is written; ExecutorRefused says what is wrong.
+        """
+
+    def close(self) -> None:
+        """Release what open() started (always called after open(), also after a failure)."""
+
+    @abstractmethod
+    def run(self, jobs: list) -> list:
+        """Run the Jobs (submit, watch, cancel on KeyboardInterrupt); their final Outcomes."""
+
+
+def name_of(cfg) -> str:
+    return "ray" if cfg.get("TEST_MATRIX_EXECUTOR_RAY") else "local"
+
+
+def create(cfg, **kw) -> RunExecutor:
+    module, cls = EXECUTORS[name_of(cfg)].split(":")
+    return getattr(importlib.import_module(module), cls).from_config(cfg, **kw)
+
+
+def retryable(run_dir: Path | str) -> bool:
+    """Whether a failed run failed because its process or machine died (so a retry can succeed).
+
+    NaN losses, bad input (exit 2), crashes in the code and timeouts would fail again;
+    an engine stopped by a signal (a preempted machine) says "interrupted" and goes on.
+    """
+    status = rundir.read_status(run_dir) or {}
+    if status.get("state") != rundir.FAILED:
+        return False
+    reason = status.get("reason") or ""
+    if status.get("recorded_by") == "test_matrix":
+        return reason.startswith(DIED) and "after completing" not in reason
+    return status.get("exit_code") != 2 and reason.startswith("interrupted")
+
+
+class Retries:
+    """Counts the launches of each run and says whether a failed one goes again."""
+
+    def __init__(self, retries: int, on_event):
+        self.retries = retries
+        self.on_event = on_event
+        self.launches: dict[str, int] = {}
+
+    def again(self, job, outcome) -> bool:
+        """True (after an on_event "retry") when `job` should be launched again to resume."""
+        self.launches[job.run_id] = self.launches.get(job.run_id, 0) + 1
+        if outcome.state != rundir.FAILED or self.launches[job.run_id] > self.retries:
+            return False
+        if not retryable(job.run_dir):
+            return False
+        self.on_event("retry", job, outcome)
+        return True
