@@ -21,7 +21,7 @@ from lib import extras, rundir
 from ray_cluster import Cluster, free_port
 from test_matrix import plan as plan_file, sweep
 from test_matrix.ray_executor import RayExecutor
-from test_matrix_fakes import DIVERGING_SGD, LENET_COMPARE, LENET_SAMPLE, fake_engine, launches, write_config
+from test_matrix_fakes import DIVERGING_SGD, LENET_COMPARE, LENET_SAMPLE, fake_engine, launches, run_path, stem, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, t
     try:
         end, midway = time.time() + 180, {}
         while time.time() < end and not midway:
-            states = {d.name: rundir.read_status(d) or {} for d in plan_file.run_dirs(results)}
+            states = {stem(d.name): rundir.read_status(d) or {} for d in plan_file.run_dirs(results)}
             done = [n for n, s in states.items() if s.get("state") in ("completed", "failed")]
             midway = {n: s for n, s in states.items() if s.get("state") == "running" and 1 <= (s.get("step") or 0) <= 4}
             if not done:
@@ -169,21 +169,21 @@ def test_interrupted_driver_then_rerun_and_a_diverging_run_fails_once(cluster, t
     while any(Path(f"/proc/{s['pid']}").exists() for s in midway.values()) and time.time() < end:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{s['pid']}").exists() for s in midway.values()), "a run outlived its cancelled task"
-    finished = {d.name: (d / rundir.STATUS).stat().st_mtime_ns for d in plan_file.run_dirs(results)
+    finished = {stem(d.name): (d / rundir.STATUS).stat().st_mtime_ns for d in plan_file.run_dirs(results)
                 if (rundir.read_status(d) or {}).get("state") in ("completed", "failed")}
     assert "lenet5-sgd-none-seed1" in finished and "lenet5-sgd-none-seed1" not in midway
 
     out = io.StringIO()
     assert sweep.run(cfg, command=fake_engine(tmp_path), out=out, make_report=False, cores=2) == 1, out.getvalue()
-    sgd = results / "lenet5-sgd-none-seed1"
+    sgd = run_path(results, "lenet5-sgd-none-seed1")
     for run_dir in plan_file.run_dirs(results):
         if run_dir != sgd:
             assert rundir.read_status(run_dir)["state"] == "completed", out.getvalue()
-        if run_dir.name in finished:
-            assert (run_dir / rundir.STATUS).stat().st_mtime_ns == finished[run_dir.name], "touched again"
+        if stem(run_dir.name) in finished:
+            assert (run_dir / rundir.STATUS).stat().st_mtime_ns == finished[stem(run_dir.name)], "touched again"
     for name in midway:
-        assert rundir.read_json(results / name / "summary.json")["fake"]["resumed_from"] >= 1
-        assert launches(results / name) == ["", ""]
+        assert rundir.read_json(run_path(results, name) / "summary.json")["fake"]["resumed_from"] >= 1
+        assert launches(run_path(results, name)) == ["", ""]
     assert launches(sgd) == [""], "the diverging run was retried"
     assert "loss is NaN" in rundir.read_status(sgd)["reason"]
 
@@ -202,8 +202,8 @@ def test_a_run_whose_process_is_killed_is_retried_on_the_cluster_and_resumes(clu
 
     out = io.StringIO()
     assert sweep.run(cfg, command=command, out=out, make_report=False, cores=2) == 0, out.getvalue()
-    died = tmp_path / "results" / "lenet5-adamw-none-seed1"
-    assert launches(died) == ["", ""] and "retry   lenet5-adamw-none-seed1" in out.getvalue()
+    died = run_path(tmp_path / "results", "lenet5-adamw-none-seed1")
+    assert launches(died) == ["", ""] and "retry   lenet5-adamw-none-seed1" in stem(out.getvalue())
     assert "killed by SIGKILL" in out.getvalue()
     assert rundir.read_json(died / "summary.json")["fake"]["resumed_from"] == 2
 
@@ -273,12 +273,12 @@ def test_a_run_on_another_host_that_dies_silently_is_retried_not_taken_for_live(
         out = io.StringIO()
         assert sweep.run(cfg, command=command, out=out, make_report=False, cores=2) == 0, out.getvalue()
         results = tmp_path / "results"
-        hosts = {(results / v / "sweep-output.txt").read_text().split("\n")[0].split(" on ")[1].split()[0]
+        hosts = {(run_path(results, v) / "sweep-output.txt").read_text().split("\n")[0].split(" on ")[1].split()[0]
                  for v in victims}
         assert "knlp-elsewhere" in hosts, f"no run went to the node with the other host name ({hosts})"
         for name in victims:
-            assert launches(results / name) == ["", ""], f"{name}: {out.getvalue()}"
-            assert rundir.read_json(results / name / "summary.json")["fake"]["resumed_from"] == 2
+            assert launches(run_path(results, name)) == ["", ""], f"{name}: {out.getvalue()}"
+            assert rundir.read_json(run_path(results, name) / "summary.json")["fake"]["resumed_from"] == 2
     finally:
         _remove_nodes_outside(cluster, before, "uts")
 

@@ -5,7 +5,7 @@ import time
 
 from lib import heartbeat, rundir
 from test_matrix import executor_api, state as run_state, sweep
-from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, write_config
+from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, run_path, stem, write_config
 
 
 def status_from_elsewhere(run_dir, **fields):
@@ -70,12 +70,12 @@ def test_a_killed_run_is_retried_and_resumes_a_diverging_one_is_not(tmp_path, mo
     text = out.getvalue()
     results = tmp_path / "results"
     assert rc == 1, text  # the diverging SGD run fails
-    died = results / "lenet5-adamw-none-seed1"
+    died = run_path(results, "lenet5-adamw-none-seed1")
     assert rundir.read_status(died)["state"] == "completed"
-    assert launches(died) == ["", ""] and "retry   lenet5-adamw-none-seed1" in text and "killed by SIGKILL" in text
+    assert launches(died) == ["", ""] and "retry   lenet5-adamw-none-seed1" in stem(text) and "killed by SIGKILL" in text
     assert rundir.read_json(died / "summary.json")["fake"]["resumed_from"] == 2
-    assert launches(results / "lenet5-sgd-none-seed1") == [""]  # NaN: would fail again, not retried
-    assert "loss is NaN" in rundir.read_status(results / "lenet5-sgd-none-seed1")["reason"]
+    assert launches(run_path(results, "lenet5-sgd-none-seed1")) == [""]  # NaN: would fail again, not retried
+    assert "loss is NaN" in rundir.read_status(run_path(results, "lenet5-sgd-none-seed1"))["reason"]
 
 
 def test_retries_zero_leaves_a_killed_run_failed(tmp_path, monkeypatch):
@@ -83,7 +83,7 @@ def test_retries_zero_leaves_a_killed_run_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DIE_ONCE", "lenet5-adamw-none-seed1")
     out = io.StringIO()
     assert sweep.run(cfg, command=fake_engine(tmp_path), out=out, cores=2, make_report=False) == 1
-    died = tmp_path / "results" / "lenet5-adamw-none-seed1"
+    died = run_path(tmp_path / "results", "lenet5-adamw-none-seed1")
     assert launches(died) == [""] and "killed by SIGKILL" in rundir.read_status(died)["reason"]
     assert os.path.exists(died / "last.json")
     monkeypatch.delenv("FAKE_DIE_ONCE")
