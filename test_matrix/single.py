@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
+from lib.tracking import child as tracking
 from test_matrix import plan as plan_file
 from test_matrix.executor import default_command
 from test_matrix.sweep import SweepRefused, resolve
@@ -32,7 +33,12 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
                                "OUTPUT_DIR, or start over with 'make FRESH=1'")
     rundir.prepare(run_dir, spec, Path(cfg.source))
     print(f"Run {spec.run_id} -> {run_dir}", file=out, flush=True)
-    rc = subprocess.call(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    tracker = tracking.start(cfg, run_dir.parent, [spec.model], [run_dir], out=out)
+    try:
+        rc = subprocess.call(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    finally:
+        if tracker is not None:
+            tracker.stop()
     print_summary(run_dir, out)
     return rc
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
+from lib.tracking import child as tracking
 from test_matrix import estimate, plan as plan_file, state as run_state
 from test_matrix.executor import Executor, Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
@@ -204,10 +205,13 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
                             {r.run_id: est[r.run_id] for r, _ in todo if r.run_id in est}, stream=out, bar=bar)
         progress.queue(j.run_id for j in jobs)
         executor.on_event = progress
+        tracker = tracking.start(cfg, results_dir, {r.model for r in runs}, out=out)
         try:
             executor.run(jobs)
         finally:
             progress.close()
+            if tracker is not None:
+                tracker.stop()
         final = _states(runs, results_dir)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
