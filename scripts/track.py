@@ -13,7 +13,7 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project root, not scripts/
 
 from lib import rundir  # noqa: E402
-from lib.tracking import follower, settings as tracking_settings  # noqa: E402
+from lib.tracking import child, follower, settings as tracking_settings  # noqa: E402
 from test_matrix.sweep import SweepRefused, main as entry_point, resolve  # noqa: E402
 
 
@@ -37,12 +37,7 @@ def main(argv=None) -> int:
         if chosen is None:
             raise SweepRefused("no tracker is selected; choose trackio or W&B under 'Experiment tracking' "
                                "in 'make menuconfig' (CONFIG_TRACKER_TRACKIO / CONFIG_TRACKER_WANDB)")
-        unsent = follower.follow(chosen, root, runs, once=True, poll_s=0, drain_s=30,
-                                 hint=f"try again with: make track DIR={args.dir}")
-        if unsent < 0:
-            return 1
-        print(f"track: {len(runs) - unsent} of {len(runs)} runs sent to {chosen.label} project {chosen.project}")
-        return 1 if unsent else 0
+        return child.backfill(chosen, root, runs, hint=f"try again with: make track DIR={args.dir}")
     return entry_point("make track", "'make track' again sends the rest", body)
 
 

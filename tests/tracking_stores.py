@@ -115,3 +115,30 @@ def wandb_runs(directory: Path) -> dict:
             if kind == "run":
                 run["config"].update(_config(record.run.config))
     return runs
+
+
+def rendered_dashboard(directory: Path, project: str, browser: str, timeout: float = 90.0) -> tuple[str, str]:
+    """(URL, DOM after its scripts ran) of `trackio show` on `directory`, rendered by headless chromium."""
+    import re
+    import signal
+    import time
+
+    env = dict(os.environ, TRACKIO_DIR=str(directory), BROWSER="true")  # BROWSER: open no window
+    show = subprocess.Popen([str(Path(sys.executable).with_name("trackio")), "show", "--project", project],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        url, deadline = None, time.time() + timeout
+        while url is None and time.time() < deadline:
+            line = show.stdout.readline()
+            if not line:
+                break
+            found = re.search(r"launched at: (http://\S+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
+            url = found.group(1) if found else None
+        assert url is not None, "trackio show printed no URL"
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                              "--dump-dom", url], capture_output=True, text=True, timeout=timeout).stdout
+        return url, dom
+    finally:
+        os.killpg(show.pid, signal.SIGTERM)
+        show.wait(timeout=30)

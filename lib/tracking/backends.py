@@ -12,6 +12,7 @@ import io
 import netrc
 import os
 import socket
+import sys
 from pathlib import Path
 
 from lib.tracking.feed import Outgoing
@@ -28,6 +29,10 @@ class TrackioBackend:
     def __init__(self, settings, install: bool = True):
         from lib import extras
 
+        loaded = sys.modules.get("trackio.utils")
+        if loaded is not None and Path(loaded.TRACKIO_DIR).resolve() != Path(settings.directory).resolve():
+            raise RuntimeError(f"trackio was imported for {loaded.TRACKIO_DIR}, not {settings.directory}; "
+                               "send from a fresh process (python -m lib.tracking.follower)")
         os.environ["TRACKIO_DIR"] = settings.directory  # read by trackio when it is imported
         Path(settings.directory).mkdir(parents=True, exist_ok=True)
         self.trackio = extras.ensure("trackio", why="CONFIG_TRACKER_TRACKIO", install=install)

@@ -18,6 +18,25 @@ LOG = "tracker-log.txt"  # the trackers' own output, next to the runs
 WAIT_S = 30.0  # how long the end of a sweep waits for the last send before leaving it in the background
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def command(chosen, root: Path, run_dirs, log_handle, *options) -> list[str]:
+    """The follower's command line; marks the start of its output in the log."""
+    log_handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} follower {' '.join(options)}\n".encode())
+    log_handle.flush()
+    return [sys.executable, "-m", "lib.tracking.follower", chosen.to_json(), str(root), *[str(d) for d in run_dirs],
+            *options]
+
+
+def backfill(chosen, root: Path, run_dirs, hint: str) -> int:
+    """Send the runs once, in a fresh process (trackio fixes its directory when imported); its exit status."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / LOG, "ab") as handle:
+        return subprocess.call(command(chosen, root, run_dirs, handle, "--once", "--hint", hint),
+                               stdin=subprocess.DEVNULL, stdout=handle, cwd=PROJECT_ROOT)
+
+
 class Follower:
     def __init__(self, proc: subprocess.Popen, log: Path, out):
         self.proc, self.log, self.out = proc, log, out
@@ -45,12 +64,9 @@ def start(cfg, root: Path, models, run_dirs=(), *, out=None, poll_s: float = 2.0
         Path(root).mkdir(parents=True, exist_ok=True)
         log = Path(root) / LOG
         hint = f"send them later with: make track DIR={root}"
-        command = [sys.executable, "-m", "lib.tracking.follower", chosen.to_json(), str(root),
-                   *[str(d) for d in run_dirs], "--poll", str(poll_s), "--hint", hint]
         with open(log, "ab") as handle:
-            handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} follower\n".encode())
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=handle, stderr=None,
-                                    cwd=Path(__file__).resolve().parent.parent.parent, env=env,
+            proc = subprocess.Popen(command(chosen, root, run_dirs, handle, "--poll", str(poll_s), "--hint", hint),
+                                    stdin=subprocess.PIPE, stdout=handle, stderr=None, cwd=PROJECT_ROOT, env=env,
                                     start_new_session=True)
         return Follower(proc, log, out)
     except Exception as err:  # the tracker is never a reason for a run not to happen

@@ -5,7 +5,7 @@ stdin closes (the sweep or run that started it ended, or died), then sends what 
 and exits; --once sends what is there now and exits (the backfill, `make track`).
 stdout is for the trackers' chatter (the caller points it at a log file); stderr gets only
 knlp's own lines: which tracker, and one line per kind of problem. Exit 0 always when the
-tracker is merely unavailable: the runs' files remain the record.
+tracker is unavailable (the runs' files remain the record), 1 when runs were left unsent.
 """
 from __future__ import annotations
 
@@ -225,6 +225,8 @@ def follow(settings: Settings, root: Path, run_dirs: list[Path] | None, *, once:
         follower.warn_once("shutdown", f"could not close its runs ({_first_line(err)})")
     if unsent:
         _say(f"tracker {settings.label}: {len(unsent)} run(s) not fully sent; " + (hint or "send them later"))
+    elif once:
+        _say(f"tracker {settings.label}: {len(left)} runs sent to project {settings.project}")
     return len(unsent)
 
 
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
         threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
     unsent = follow(settings, args.root, args.run_dirs or None, once=args.once, poll_s=args.poll,
                     drain_s=args.drain, hint=args.hint, stop=stop)
-    return 1 if unsent > 0 else 0
+    return 1 if unsent > 0 or (args.once and unsent < 0) else 0
 
 
 if __name__ == "__main__":
