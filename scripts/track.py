@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         if chosen is None:
             raise SweepRefused("no tracker is selected; choose trackio or W&B under 'Experiment tracking' "
                                "in 'make menuconfig' (CONFIG_TRACKER_TRACKIO / CONFIG_TRACKER_WANDB)")
-        return child.backfill(chosen, root, runs, hint=f"try again with: make track DIR={args.dir}")
+        # A results directory goes whole (its sweep summary too); a run directory alone.
+        return child.backfill(chosen, root, runs if single else [], hint=f"try again with: make track DIR={args.dir}")
     return entry_point("make track", "'make track' again sends the rest", body)
 
 

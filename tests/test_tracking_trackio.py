@@ -60,9 +60,11 @@ def test_eight_parallel_runs_land_with_every_line_and_summary(tmp_path, monkeypa
     results = tmp_path / "results"
     store = trackio_runs(results / "trackio", PROJECT)
     runs = sorted(p for p in results.iterdir() if (p / rundir.SPEC).exists())
-    assert len(runs) == 8 and sorted(store) == [p.name for p in runs]
+    assert len(runs) == 8 and sorted(store) == [p.name for p in runs] + ["sweep-results"]
     for run_dir in runs:
         assert_run_landed(store, run_dir)
+    sweep_row = store["sweep-results"]["logs"]
+    assert len(sweep_row) == 1 and sweep_row[0]["runs"] == sweep_row[0]["runs_completed"] == 8
     # The same sweep again: everything is skipped and nothing is sent twice.
     assert sweep.run(cfg, command=fake_engine(tmp_path), out=out, cores=2, make_report=False) == 0
     again = trackio_runs(results / "trackio", PROJECT)
@@ -143,6 +145,7 @@ def test_backfill_sends_runs_made_without_a_tracker_once(tmp_path, monkeypatch, 
     store = trackio_runs(results / "trackio", PROJECT)
     for run_dir in (p for p in results.iterdir() if (p / rundir.SPEC).exists()):
         assert_run_landed(store, run_dir)
+    assert store["sweep-results"]["logs"][0]["runs_completed"] == 4
     assert track.main([str(results)]) == 0  # nothing new: nothing sent twice
     again = trackio_runs(results / "trackio", PROJECT)
     assert {k: len(v["logs"]) for k, v in again.items()} == {k: len(v["logs"]) for k, v in store.items()}

@@ -219,6 +219,13 @@ def follow(settings: Settings, root: Path, run_dirs: list[Path] | None, *, once:
     while not follower.poll(left, force=True) and time.time() < deadline:
         time.sleep(1.0)
     unsent = [d for d in left if d in follower.failures]
+    if not run_dirs:  # a sweep's results directory, not chosen runs
+        try:
+            from lib.tracking.sweep_summary import log_sweep_summary
+
+            log_sweep_summary(backend, settings, root, left)
+        except Exception as err:
+            follower.warn_once("sweep", f"could not log the sweep summary ({_first_line(err)})")
     try:
         backend.shutdown()
     except Exception as err:
