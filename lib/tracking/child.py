@@ -16,8 +16,6 @@ from lib.tracking import settings as tracking_settings
 
 LOG = "tracker-log.txt"  # the trackers' own output, next to the runs
 WAIT_S = 30.0  # how long the end of a sweep waits for the last send before leaving it in the background
-
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -53,8 +51,7 @@ class Follower:
                   file=self.out, flush=True)
 
 
-def start(cfg, root: Path, models, run_dirs=(), *, out=None, poll_s: float = 2.0,
-          env: dict | None = None) -> Follower | None:
+def start(cfg, root: Path, models, run_dirs=(), *, out=None, poll_s: float = 2.0) -> Follower | None:
     """The follower for runs under `root` if `cfg` selects a tracker, else None. Never raises."""
     out = out or sys.stdout
     try:
@@ -66,7 +63,7 @@ def start(cfg, root: Path, models, run_dirs=(), *, out=None, poll_s: float = 2.0
         hint = f"send them later with: make track DIR={root}"
         with open(log, "ab") as handle:
             proc = subprocess.Popen(command(chosen, root, run_dirs, handle, "--poll", str(poll_s), "--hint", hint),
-                                    stdin=subprocess.PIPE, stdout=handle, stderr=None, cwd=PROJECT_ROOT, env=env,
+                                    stdin=subprocess.PIPE, stdout=handle, stderr=None, cwd=PROJECT_ROOT,
                                     start_new_session=True)
         return Follower(proc, log, out)
     except Exception as err:  # the tracker is never a reason for a run not to happen

@@ -10,7 +10,6 @@ tracker is unavailable (the runs' files remain the record), 1 when runs were lef
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import os
 import sys
@@ -80,25 +79,19 @@ def _signature(run_dir: Path) -> tuple:
     return tuple(sig)
 
 
-@contextlib.contextmanager
-def _run_lock(run_dir: Path):
-    """Only one follower sends one run at a time (a sweep's and a `make track` of its directory)."""
+def _try_lock(run_dir: Path):
+    """An open, exclusively locked .tracker.lock, or None when another follower sends this run now
+    (a sweep's follower and a `make track` of its directory). Closing it releases the lock."""
     try:
         handle = open(run_dir / feed.LOCK, "a+")
     except OSError:
-        yield False
-        return
+        return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        return None
+    return handle
 
 
 class Follower:
@@ -140,9 +133,10 @@ class Follower:
 
     def _send(self, run_dir: Path) -> bool:
         """Send what is new in one run; False when it must be tried again."""
-        with _run_lock(run_dir) as locked:
-            if not locked:
-                return False
+        lock = _try_lock(run_dir)
+        if lock is None:
+            return False
+        with lock:
             ledger = feed.read_ledger(run_dir)
             out, entry = feed.outgoing(run_dir, ledger.get(self.key, {}))
             if out is None:
