@@ -28,7 +28,9 @@ def test_offline_run_files_hold_every_line_config_and_summary(tmp_path, monkeypa
     err = capfd.readouterr().err
     assert "tracker: W&B offline (CONFIG_TRACKER_WANDB_OFFLINE); run files in" in err and "wandb sync" in err
     stored = wandb_runs(tmp_path / "results")
-    assert sorted(stored) == [p.name for p in runs]
+    assert sorted(stored) == [p.name for p in runs] + ["sweep-results"]
+    assert stored["sweep-results"]["history"] == [{"_step": 0, "runs": 4, "runs_completed": 4, "runs_failed": 0,
+                                                   "runs_running": 0, "runs_pending": 0}]
     for run_dir in runs:
         run = stored[run_dir.name]
         assert run["name"] == run_dir.name and run["group"] == run_dir.name.rsplit("-seed", 1)[0]
