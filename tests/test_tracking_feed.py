@@ -1,5 +1,6 @@
 """What the tracking follower sends from a run directory, and the tracker settings (no tracker needed)."""
 import json
+import shutil
 
 import pytest
 
@@ -41,7 +42,12 @@ def test_flatten_keeps_numbers_and_nests_keys():
 def test_new_lines_go_once_and_the_summary_only_when_the_run_ended(tmp_path):
     run_dir = make_run(tmp_path, steps=[1, 2])
     out, entry = feed.outgoing(run_dir, {})
-    assert out.name == out.ident == "lenet5-adamwprune-bitter7-state-s90-seed2"
+    assert out.name == "lenet5-adamwprune-bitter7-state-s90-seed2"
+    assert out.ident.startswith(out.name + "-") and feed.outgoing(run_dir, {})[0].ident == out.ident
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    shutil.copytree(run_dir, copy / run_dir.name)
+    assert feed.outgoing(copy / run_dir.name, {})[0].ident != out.ident  # same run ID, another run
     assert out.group == "lenet5-adamwprune-bitter7-state-s90"
     assert out.config == {"lr": 0.001, "total_steps": 100}
     assert [s for s, _ in out.lines] == [1, 2] and out.summary is None and not out.finished
@@ -90,7 +96,9 @@ def test_waits_for_hparams_until_the_run_ends(tmp_path):
 
 
 def test_tracker_ident_is_safe_for_wandb():
-    assert feed.tracker_ident("gpt2-adamw/x:y seed1") == "gpt2-adamw-x-y-seed1"
+    ident = feed.tracker_ident("gpt2-adamw/x:y seed1" + "x" * 200, "/some/dir")
+    assert ident.startswith("gpt2-adamw-x-y-seed1xx") and len(ident) == 109
+    assert ident[-8:] == feed.digest("/some/dir")[:8] != feed.tracker_ident("a", "/other/dir")[-8:]
 
 
 def test_settings_default_to_none_and_resolve_project_and_directories(tmp_path):

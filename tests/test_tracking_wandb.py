@@ -33,7 +33,7 @@ def test_offline_run_files_hold_every_line_config_and_summary(tmp_path, monkeypa
                                                    "runs_running": 0, "runs_pending": 0}]
     for run_dir in runs:
         run = stored[run_dir.name]
-        assert run["name"] == run_dir.name and run["group"] == run_dir.name.rsplit("-seed", 1)[0]
+        assert run["id"].startswith(run_dir.name + "-") and run["group"] == run_dir.name.rsplit("-seed", 1)[0]
         assert run["config"] == rundir.read_json(run_dir / rundir.HPARAMS)
         lines = rundir.read_metrics(run_dir)
         assert [row["_step"] for row in run["history"]] == [r["step"] for r in lines]

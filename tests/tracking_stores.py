@@ -95,14 +95,14 @@ def _config(config) -> dict:
 
 
 def wandb_runs(directory: Path) -> dict:
-    """{run id: {"name", "group", "config", "history": [row, ...], "summary"}} of offline run files."""
+    """{run name: {"id", "group", "config", "history": [row, ...], "summary"}} of offline run files."""
     runs = {}
     for path in sorted(Path(directory).glob("wandb/offline-run-*/run-*.wandb")):
         for record in wandb_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
-                run = runs.setdefault(record.run.run_id, {"history": [], "summary": {}, "config": {}})
-                run.update(name=record.run.display_name, group=record.run.run_group)
+                run = runs.setdefault(record.run.display_name, {"history": [], "summary": {}, "config": {}})
+                run.update(id=record.run.run_id, group=record.run.run_group)
                 current = run
             elif kind == "history":
                 row = {_key(item): json.loads(item.value_json) for item in record.history.item}

@@ -24,7 +24,7 @@ TERMINAL = (rundir.COMPLETED, rundir.FAILED)
 class Outgoing:
     """One send to one tracker run."""
     name: str  # tracker run name: the run ID (a fresh restart gets -attempt2, ...)
-    ident: str  # a stable id for trackers that want one (W&B)
+    ident: str  # a stable id for trackers that want one (W&B): the name and the run directory
     group: str  # the configuration: seeds of one configuration share it
     config: dict | None  # hparams.json (None only for a run that ended before writing it)
     lines: list[tuple[int, dict]] = field(default_factory=list)  # (step, numeric values), steps increasing
@@ -67,9 +67,10 @@ def digest(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tracker_ident(name: str) -> str:
-    """W&B ids allow letters, digits, - and _ only."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:128]
+def tracker_ident(name: str, where: Path | str) -> str:
+    """A W&B-safe id (letters, digits, - and _) of `name` logged from the directory `where`: a single run
+    in runs/ and the same run ID in a sweep's results/ are two runs, even in one project."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:100]}-{digest(str(Path(where).resolve()))[:8]}"
 
 
 def read_ledger(run_dir: Path) -> dict:
@@ -120,7 +121,7 @@ def outgoing(run_dir: Path, entry: dict) -> tuple[Outgoing | None, dict]:
         return None, entry
     name = run_id if entry["attempt"] == 1 else f"{run_id}-attempt{entry['attempt']}"
     steps = [r["step"] for r in lines]
-    out = Outgoing(name=name, ident=tracker_ident(name), group=group_of(run_id),
+    out = Outgoing(name=name, ident=tracker_ident(name, run_dir), group=group_of(run_id),
                    config=hparams if isinstance(hparams, dict) else None,
                    lines=new, summary=flat, summary_step=max(steps) if steps else 0, finished=terminal)
     if flat is not None:

@@ -33,7 +33,7 @@ def log_sweep_summary(backend, settings, root: Path, run_dirs) -> bool:
         return False
     name = f"sweep-{root.name}"
     numbers = feed.flatten(values)
-    backend.send(feed.Outgoing(name=name, ident=feed.tracker_ident(name), group="sweep",
+    backend.send(feed.Outgoing(name=name, ident=feed.tracker_ident(name, root), group="sweep",
                                config={k: v for k, v in values.items() if k not in numbers},
                                lines=[(entry.get("sent", 0), numbers)], finished=True))
     backend.close(name)
