@@ -8,7 +8,7 @@ DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
 
 .DEFAULT_GOAL := run
 .PHONY: run deps help menuconfig list-defconfigs olddefconfig savedefconfig allnoconfig \
-	alldefconfig test test-slow test-matrix report bench bench-lenet5 bench-report bench-gpt2 \
+	alldefconfig test test-slow test-matrix report track bench bench-lenet5 bench-report bench-gpt2 \
 	prepare-gpt2-data doctor clean mrproper
 
 run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
@@ -56,6 +56,9 @@ test-matrix: $(STAMP) ## Run the sweep .config selects (DRY_RUN=1 plans, RERUN=f
 
 report: $(STAMP) ## Tables and plots of a results directory (DIR=results/...)
 	$(PY) scripts/report.py $(if $(DIR),"$(DIR)")
+
+track: $(STAMP) ## Send runs' files to the tracker .config selects (DIR=results/... or a run)
+	$(PY) scripts/track.py $(DIR)
 
 prepare-gpt2-data: $(STAMP) ## Tokenize the GPT-2 training text into shards
 	$(PY) scripts/prepare_gpt2_data.py

@@ -12,7 +12,8 @@ Trains defconfig lenet5-sample-bitter7 (AdamWPrune bitter7 at 90%, batch 64, 10 
 Times are the best of --repeats (other processes only ever add time); the load average
 is printed because a busy machine slows every number. --set changes config symbols of
 every run (typed: y/n, integers, decimals), e.g. --set LENET5_LEARNING_RATE=3e-3
---set LR_SCHEDULE_CONSTANT=n --set LR_SCHEDULE_COSINE=y.
+--set LR_SCHEDULE_CONSTANT=n --set LR_SCHEDULE_COSINE=y; --set TRACKER_TRACKIO=y runs each
+run with its tracking follower, to measure what tracking costs.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from lib import config, launch, rundir  # noqa: E402
+from lib.tracking import child as tracking  # noqa: E402
 from test_matrix.expand import expand  # noqa: E402
 
 DEFCONFIG = "lenet5-sample-bitter7"
@@ -63,15 +65,19 @@ def parse_set(items: list[str]) -> dict:
 
 
 def one_run(changes: dict, threads: int, workdir: Path) -> dict:
-    spec = expand(config.from_defconfig(DEFCONFIG).replace(**changes))[0]
+    cfg = config.from_defconfig(DEFCONFIG).replace(**changes)
+    spec = expand(cfg)[0]
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     rundir.prepare(run_dir, spec, None)
     os.environ["KNLP_NUM_THREADS"] = str(threads)
     quiet = io.StringIO()
+    tracker = tracking.start(cfg, workdir, [spec.model], [run_dir], out=quiet)  # --set TRACKER_TRACKIO=y
     start = time.perf_counter()
     with contextlib.redirect_stdout(quiet):
         code = launch.run(run_dir, progress=False)
     wall = time.perf_counter() - start
+    if tracker is not None:
+        tracker.stop()
     if code != 0:
         raise SystemExit(f"benchmark run failed (exit {code}): {quiet.getvalue()[-500:]}")
     summary = json.loads((run_dir / rundir.SUMMARY).read_text())

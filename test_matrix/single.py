@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lib import config as lib_config
 from lib import rundir
+from lib.tracking import child as tracking
 from test_matrix import foreground, plan as plan_file, state as run_state, sweep
 from test_matrix.executor import _exit_reason, _record_failure, default_command
 from test_matrix.sweep import SweepRefused, resolve
@@ -40,7 +41,12 @@ def run(cfg, spec, *, flags: list[str] = (), command=default_command, out=None) 
         print(note, file=out)
     rundir.prepare(run_dir, spec, Path(cfg.source))
     print(f"Run {spec.run_id} -> {run_dir}", file=out, flush=True)
-    rc, interrupts = foreground.run(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    tracker = tracking.start(cfg, run_dir.parent, [spec.model], [run_dir], out=out)
+    try:
+        rc, interrupts = foreground.run(command(run_dir, list(flags)), cwd=lib_config.ROOT)
+    finally:
+        if tracker is not None:
+            tracker.stop()
     if rc != 0 and run_state.classify(run_dir)[0] in (run_state.INTERRUPTED, run_state.PENDING):
         # The engine died without recording why (SIGKILL, out of memory): say it in status.json,
         # which must not claim "running" for a run that is gone.

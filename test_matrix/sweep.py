@@ -15,6 +15,7 @@ from pathlib import Path
 from lib import config as lib_config
 from lib import rundir
 from lib.storage_errors import describe as describe_storage_error, is_storage_error
+from lib.tracking import child as tracking
 from test_matrix import estimate, executor_api, plan as plan_file, state as run_state
 from test_matrix.comparisons import detect_differences
 from test_matrix.executor import Job, default_command
@@ -250,10 +251,13 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
                             {r.run_id: est[r.run_id] for r, _ in todo if r.run_id in est}, stream=out, bar=bar)
         progress.queue(j.run_id for j in jobs)
         executor.on_event = progress
+        tracker = tracking.start(cfg, results_dir, {r.model for r in runs}, out=out)
         try:
             executor.run(jobs)
         finally:
             progress.close()
+            if tracker is not None:
+                tracker.stop()
         final = _states(runs, results_dir)
     finally:
         executor.close()
