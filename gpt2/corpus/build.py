@@ -137,7 +137,9 @@ def _write(tmp: Path, want: dict, tokenizer, docs, shard_tokens: int, log) -> di
     documents, began, next_report = 0, time.perf_counter(), budget / 10
     share = fraction / (1.0 - fraction)  # validation tokens per training token
     done = False
-    for batch in _batches(docs, BATCH_CHARS):
+    # Past the budget, training documents are dropped before they cost any tokenizing.
+    wanted = (doc for doc in docs if train.total < budget or split_of(doc[1], fraction) == VAL_SPLIT)
+    for batch in _batches(wanted, BATCH_CHARS):
         tokens = tokenizer.encode_documents([text for _, text in batch])
         starts = np.flatnonzero(tokens == tokenizer.eot)  # each document begins with end-of-text
         assert len(starts) == len(batch), "a tokenizer put end-of-text inside a document"
@@ -164,7 +166,7 @@ def _write(tmp: Path, want: dict, tokenizer, docs, shard_tokens: int, log) -> di
         if train.total >= next_report or done:
             rate = train.total / max(time.perf_counter() - began, 1e-9)
             log(f"  {train.total:,} / {budget:,} training tokens from {documents:,} documents ({rate:,.0f} tokens/s)")
-            next_report += budget / 10
+            next_report = (train.total // (budget / 10) + 1) * (budget / 10)
         if done:
             break
     train.close()
