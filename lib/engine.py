@@ -253,9 +253,10 @@ class Trainer:
         return {"step_s": float(times[0]), "eval_s": float(times[1]), "probe_s": time.perf_counter() - began}
 
     def _fit(self, hp: dict, measured: dict, *, spent_s: float) -> int:
-        # Iteration-based runs evaluate the untrained model first: one more evaluation to fit.
-        before = 0.0 if hp["epoch_based"] else measured["eval_s"]
-        return resolve.fit_steps(hp, budget_s=hp["time_budget_s"], spent_s=spent_s + before,
+        # Evaluations outside the per-step share: the last one (the run rarely ends on an
+        # evaluation step) and, for iteration-based runs, the untrained model's.
+        extra = measured["eval_s"] * (1 if hp["epoch_based"] else 2)
+        return resolve.fit_steps(hp, budget_s=hp["time_budget_s"], spent_s=spent_s + extra,
                                  step_s=measured["step_s"], eval_s=measured["eval_s"])
 
     def measure(self) -> dict:

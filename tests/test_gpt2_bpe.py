@@ -1,31 +1,16 @@
 """GPT-2 BPE offline: the ranks file from the openai-whisper sdist gives GPT-2's ids."""
 import hashlib
 import json
-import os
 import socket
-from pathlib import Path
 
 import pytest
 
 from gpt2.corpus import bpe_ranks, tokenizers
 from gpt2.corpus.tokenizers import TokenizerError, get_tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-# The project's default DATA_DIR, so the ranks file is fetched once and reused by every test run.
-CACHE = ROOT / "data" / "gpt2" / "tokenizer"
-
-
 @pytest.fixture(scope="module")
-def ranks_file():
-    path = CACHE / bpe_ranks.RANKS_FILE
-    if not path.is_file():
-        try:
-            bpe_ranks.fetch(CACHE)
-        except bpe_ranks.RanksError as err:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(f"PyPI unreachable, so the GPT-2 ranks file cannot be fetched: {err}")
-    return path
+def ranks_file(gpt2_ranks_dir):
+    return gpt2_ranks_dir / bpe_ranks.RANKS_FILE
 
 
 @pytest.fixture
