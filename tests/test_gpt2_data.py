@@ -8,7 +8,7 @@ import torch
 
 from gpt2 import generated_text
 from gpt2.corpus import DataError, TokenData, TokenizerError, get_tokenizer, prepare, read_meta, shard_dir
-from gpt2.corpus import shards, tokenizers
+from gpt2.corpus import shards
 from gpt2.corpus.build import split_of
 from gpt2.corpus.shards import HEADER_BYTES, ShardError, open_shard, read_header, write_shard
 
