@@ -423,7 +423,9 @@ class Trainer:
                 # The sweep's probe of the slowest method of the comparison, when it made one:
                 # every run of the comparison then trains the same number of steps.
                 shared = rundir.read_json(self.run_dir / rundir.SHARED_BUDGET)
-                if isinstance(shared, dict) and isinstance(shared.get("steps"), int):
+                if not (isinstance(shared, dict) and isinstance(shared.get("steps"), int)):
+                    shared = None
+                if shared:
                     measured, fit = {k: v for k, v in shared.items() if k != "steps"}, shared["steps"]
                 else:
                     measured = self._probe()  # its time is part of the elapsed clock, which started above
