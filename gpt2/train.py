@@ -6,8 +6,8 @@
 The engine owns iterations, warm-up + cosine LR, gradient accumulation, clipping (in
 the optimizer), AMP, torch.compile, evaluation, checkpoints, resume and the time
 budget. This file supplies random training windows, the fixed validation windows and
-the loss. Shards come from `make prepare-gpt2-data`; the generated dataset is cheap and
-offline, so it is prepared here when missing.
+the loss. Shards come from `make prepare-gpt2-data`; the offline datasets (generated
+text, Python's docs) are prepared here when missing.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 from gpt2 import corpus  # noqa: E402
-from gpt2.corpus import tokenizers  # noqa: E402
+from gpt2.corpus import sources, tokenizers  # noqa: E402
 from gpt2.model import GPT, config_from_options  # noqa: E402
 from lib.task import BadInput, Task  # noqa: E402
 
@@ -78,14 +78,6 @@ class GPT2Task(Task):
                 "eval_tokens": self.eval_iters * EVAL_BATCH * cfg.block_size}
 
 
-def _text_dir(options: dict) -> str | None:
-    path = options.get("text_dir")
-    if not path:
-        return None
-    path = Path(path).expanduser()
-    return str(path if path.is_absolute() else ROOT / path)
-
-
 def _note_recipe_drift(meta: dict, options: dict, directory: Path, log) -> None:
     """Shards made for another budget or split still train; say so once."""
     recipe = meta["recipe"]
@@ -100,9 +92,9 @@ def build_task(spec, ctx) -> GPT2Task:
     dataset, tokenizer = options.get("dataset"), options.get("tokenizer")
     try:
         directory = corpus.shard_dir(ctx.data_dir, dataset, tokenizer)
-        if dataset == "generated" and ctx.is_main:
-            # Cheap, deterministic and offline: no reason to make the user run a step first.
-            corpus.prepare({**options, "text_dir": None}, ctx.data_dir, log=ctx.log)
+        if dataset in sources.OFFLINE and ctx.is_main:
+            # Deterministic and offline: no reason to make the user run a step first.
+            corpus.prepare(sources.with_paths(options, ROOT), ctx.data_dir, log=ctx.log)
         tokens = corpus.TokenData(directory, int(options["block_size"]),
                                   vocab_size=tokenizers.vocab_size(tokenizer))
         _note_recipe_drift(tokens.meta, {**options, "val_fraction": float(options.get("val_fraction") or 0)},

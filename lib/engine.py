@@ -20,8 +20,11 @@ the accuracy of a model that was still denser than the target.
 Time budget (TIME_BUDGET_SECONDS): a fresh run first times a few steps and one
 evaluation on a throwaway copy of its start, then shrinks total steps, LR warm-up and
 the pruning schedule by the same factor (lib/resolve.apply_time_budget), so the run
-that follows is complete, only shorter. If the estimate proves wrong by more than 3%
-the run stops cleanly at the budget and says so in status.json.
+that follows is complete, only shorter. The probe's time counts once, as part of the
+run's elapsed time. A sweep may instead probe once per comparison and hand every run
+the same step count (test_matrix/time_budget.py writes it to shared-budget.json, and
+the run then does not probe). If the estimate proves wrong by more than 3% the run
+stops cleanly at the budget and says so in status.json.
 """
 from __future__ import annotations
 
@@ -256,6 +259,23 @@ class Trainer:
         restore_rng(rng)
         return {"step_s": float(times[0]), "eval_s": float(times[1]), "probe_s": time.perf_counter() - began}
 
+    def _fit(self, hp: dict, measured: dict, *, spent_s: float) -> int:
+        # Evaluations outside the per-step share: the last one (the run rarely ends on an
+        # evaluation step) and, for iteration-based runs, the untrained model's.
+        extra = measured["eval_s"] * (1 if hp["epoch_based"] else 2)
+        return resolve.fit_steps(hp, budget_s=hp["time_budget_s"], spent_s=spent_s + extra,
+                                 step_s=measured["step_s"], eval_s=measured["eval_s"])
+
+    def measure(self) -> dict:
+        """A sweep's probe of this run: its step and evaluation times and the steps that fit
+        its time budget when the run itself does not probe (the sweep shares the result)."""
+        hp = self._plan()
+        self.amp, self.use_compile = hp["amp"], hp["compile"]
+        self._build(hp, None)
+        measured = self._probe()
+        return {**measured, "fit_steps": self._fit(hp, measured, spent_s=0.0), "total_steps": hp["total_steps"],
+                "budget_factor": hp["budget_factor"], "time_budget_s": hp["time_budget_s"]}
+
     # ---------------------------------------------------------------- record
     def _state(self, step: int) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -408,15 +428,22 @@ class Trainer:
                 for name in (rundir.METRICS, rundir.SUMMARY, rundir.BEST, rundir.CURVES):
                     (self.run_dir / name).unlink(missing_ok=True)  # leftovers of an attempt with no last.pt
             if hp["time_budget_s"]:
-                measured = self._probe()
-                fit = resolve.fit_steps(hp, budget_s=hp["time_budget_s"], spent_s=measured["probe_s"],
-                                        step_s=measured["step_s"], eval_s=measured["eval_s"])
+                # The sweep's probe of the slowest method of the comparison, when it made one:
+                # every run of the comparison then trains the same number of steps.
+                shared = rundir.read_json(self.run_dir / rundir.SHARED_BUDGET)
+                if not (isinstance(shared, dict) and isinstance(shared.get("steps"), int)):
+                    shared = None
+                if shared:
+                    measured, fit = {k: v for k, v in shared.items() if k != "steps"}, shared["steps"]
+                else:
+                    measured = self._probe()  # its time is part of the elapsed clock, which started above
+                    fit = self._fit(hp, measured, spent_s=time.perf_counter() - self.session_start)
                 hp = resolve.apply_time_budget(hp, fit, measured=measured)
                 self.hp = hp
-                self.elapsed_before = measured["probe_s"]
                 self.log(f"time budget {hp['time_budget_s']} s: {measured['step_s'] * 1000:.1f} ms/step, "
                          f"{measured['eval_s']:.2f} s/evaluation -> {hp['total_steps']} of "
-                         f"{hp['time_budget']['planned_steps']} steps (schedule scaled by {hp['time_budget']['scale']:.3f})")
+                         f"{hp['time_budget']['planned_steps']} steps (schedule scaled by {hp['time_budget']['scale']:.3f})"
+                         + (f", shared by the comparison (probed on {shared.get('probed')})" if shared else ""))
                 if hp["time_budget"]["scale"] != 1.0:
                     self.optimizer = self._new_optimizer()  # the pruning schedule shrank with the run
             if self.main:
@@ -515,6 +542,9 @@ class Trainer:
         return f"{r['accuracy']:.2f}%" if r["accuracy"] is not None else f"{r['perplexity']:.2f}"
 
     def _out_of_time(self) -> bool:
-        # A hard stop only when the probe's estimate was wrong: 3% over the budget.
+        # A hard stop only when the probe's estimate was wrong: 3% over the budget. A shared
+        # budget gives bitter2 its 1.21x steps (flagged as unequal), so its time scales alike.
         budget = self.hp["time_budget_s"]
+        if budget and self.hp.get("time_budget", {}).get("shared"):
+            budget *= self.hp["budget_factor"]
         return bool(budget) and self._elapsed() > budget * 1.03

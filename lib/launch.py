@@ -13,6 +13,7 @@ change, or when last.pt is corrupt). With spec.batch["ddp_nproc"] != 1 it re-exe
 itself under `torchrun --standalone` (0 = one process per GPU); only rank 0 writes the
 run's files, and a failing rank is reported with its rank and reason. Each process uses
 spec.runtime["threads"] CPU threads (CONFIG_CPU_THREADS; KNLP_NUM_THREADS overrides it).
+--probe only times the run's steps and evaluation into DIR/probe.json (single process).
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: int = 0,
-           stop_at_step: int | None = None, progress: bool | None = None) -> int:
+           stop_at_step: int | None = None, progress: bool | None = None, probe: bool = False) -> int:
     """Train in this process (one rank of a DDP job when world > 1); returns the exit code."""
     import torch
     import torch.distributed as dist
@@ -171,6 +172,10 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
         if world > 1 and rank == 0:
             dist.barrier()
         trainer = Trainer(task, spec, run_dir, ctx, log=log, stop_at_step=stop_at_step, progress=progress)
+        if probe:
+            rundir.write_json(run_dir / rundir.PROBE, trainer.measure())
+            rundir.write_status(run_dir, rundir.COMPLETED, reason="probe only")
+            return 0
         return trainer.run()
     except (BadInput, CheckpointError) as err:
         return _report(run_dir, rank, world, str(err), 2, trainer, err=True)
@@ -314,7 +319,11 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="move old outputs aside and start over")
     parser.add_argument("--force", action="store_true", help="run again even when already completed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by the torchrun re-exec
+    parser.add_argument("--probe", action="store_true",
+                        help="only time a few steps and one evaluation; write probe.json (a sweep's shared budget)")
     args = parser.parse_args(argv)
+    if args.probe:
+        return worker(args.run_dir, rundir.read_spec(args.run_dir), probe=True)
     if args.worker:
         spec = rundir.read_spec(args.run_dir)
         progress = {"1": True, "0": False}.get(os.environ.get("KNLP_PROGRESS", ""))

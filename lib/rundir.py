@@ -38,6 +38,8 @@ LOG = "log.txt"
 BEST = "best.pt"
 LAST = "last.pt"
 CURVES = "curves.png"
+SHARED_BUDGET = "shared-budget.json"  # a sweep's step count for every run of a comparison (time budgets)
+PROBE = "probe.json"  # what `lib.launch --probe` measured
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Serialises status writes within a process: the heartbeat thread (lib/heartbeat.py)

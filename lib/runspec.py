@@ -120,10 +120,12 @@ def _model_values(cfg, model: str) -> dict:
                 {"n_layer": cfg.GPT2_TINY_N_LAYER, "n_head": cfg.GPT2_TINY_N_HEAD,
                  "n_embd": cfg.GPT2_TINY_N_EMBD, "block_size": cfg.GPT2_TINY_BLOCK_SIZE})
         dataset = ("finewebedu" if cfg.GPT2_DATASET_FINEWEBEDU else
-                   "local_text" if cfg.GPT2_DATASET_LOCAL_TEXT else "generated")
+                   "local_text" if cfg.GPT2_DATASET_LOCAL_TEXT else
+                   "python_docs" if cfg.GPT2_DATASET_PYTHON_DOCS else "generated")
         return {"epochs": None, "max_iters": cfg.GPT2_MAX_ITERS, "lr": cfg.GPT2_LEARNING_RATE,
                 "weight_decay": cfg.GPT2_WEIGHT_DECAY,
                 "options": {**size, "dataset": dataset, "text_dir": cfg.GPT2_TEXT_DIR,
+                            "doc_dir": cfg.GPT2_SYSTEM_DOC_DIR,
                             "tokenizer": "byte" if cfg.GPT2_TOKENIZER_BYTE else "gpt2",
                             "vocab_pad": cfg.GPT2_VOCAB_PAD, "token_budget": cfg.GPT2_TOKEN_BUDGET,
                             "val_fraction": cfg.GPT2_VAL_FRACTION, "eval_iters": cfg.GPT2_EVAL_ITERS,

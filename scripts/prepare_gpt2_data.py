@@ -13,6 +13,7 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from gpt2 import corpus  # noqa: E402
+from gpt2.corpus import sources  # noqa: E402
 from gpt2.corpus.build import DEFAULT_SHARD_TOKENS  # noqa: E402
 from lib import config as lib_config  # noqa: E402
 from lib import runspec  # noqa: E402
@@ -26,19 +27,12 @@ def data_dir(spec) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def text_dir(options: dict) -> str | None:
-    path = options.get("text_dir")
-    if options.get("dataset") != "local_text" or not path:
-        return None
-    path = Path(path).expanduser()
-    return str(path if path.is_absolute() else ROOT / path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(lib_config.DOT_CONFIG), help="config file (default .config)")
     parser.add_argument("--force", action="store_true", help="rebuild the shards even if they are up to date")
-    parser.add_argument("--bpe-dir", help="directory with GPT-2's vocab.bpe and encoder.json (offline tiktoken)")
+    parser.add_argument("--bpe-dir", help="directory with GPT-2's vocab.bpe and encoder.json, or gpt2.tiktoken "
+                                          "(offline tiktoken)")
     parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
                         help="tokens per training shard file")
     args = parser.parse_args(argv)
@@ -50,7 +44,7 @@ def main(argv=None) -> int:
         # The data knobs do not depend on optimizer or pruning: any point of the sweep has them.
         spec = runspec.build(cfg, model="gpt2", optimizer="adamw", pruning="none", variant=None,
                              sparsity=0.0, seed=cfg.SEED)
-        options = {**spec.model_options, "text_dir": text_dir(spec.model_options)}
+        options = sources.with_paths(spec.model_options, ROOT)
         corpus.prepare(options, data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
                      bpe_dir=args.bpe_dir)
     except (lib_config.ConfigError, *corpus.ERRORS) as err:

@@ -16,7 +16,7 @@ from lib import config as lib_config
 from lib import rundir
 from lib.storage_errors import describe as describe_storage_error, is_storage_error
 from lib.tracking import child as tracking
-from test_matrix import estimate, executor_api, plan as plan_file, state as run_state
+from test_matrix import estimate, executor_api, plan as plan_file, state as run_state, time_budget
 from test_matrix.comparisons import detect_differences
 from test_matrix.executor import Job, default_command
 from test_matrix.expand import config_id, expand, fairness_problems
@@ -243,6 +243,10 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         print_plan(runs, states, executor, est, results_dir, [r for r, _ in todo], out, every_run=False)
         for spec, _flags in todo:
             rundir.prepare(plan_file.run_dir(results_dir, spec.run_id), spec, Path(cfg.source))
+        try:
+            time_budget.share(runs, todo, results_dir, executor, Path(cfg.source), out)
+        except time_budget.BudgetError as exc:
+            raise SweepRefused(str(exc)) from None
         jobs = [Job(r.run_id, plan_file.run_dir(results_dir, r.run_id), flags, gpus_needed(r, gpus))
                 for r, flags in todo]
         counts = Counter(state for state, _ in states.values())

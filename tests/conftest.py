@@ -22,3 +22,22 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def gpt2_ranks_dir():
+    """A directory with GPT-2's BPE ranks file, fetched once (pip download of the
+    openai-whisper sdist) into the project's default DATA_DIR and reused by later runs."""
+    from pathlib import Path
+
+    from gpt2.corpus import bpe_ranks
+
+    directory = Path(ROOT) / "data" / "gpt2" / "tokenizer"
+    if not (directory / bpe_ranks.RANKS_FILE).is_file():
+        try:
+            bpe_ranks.fetch(directory)
+        except bpe_ranks.RanksError as err:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"PyPI unreachable, so GPT-2's ranks file cannot be fetched: {err}")
+    return directory

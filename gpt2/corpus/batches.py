@@ -85,4 +85,4 @@ class TokenData:
         return {"dataset": recipe["dataset"], "tokenizer": recipe["tokenizer"], "shards": str(self.directory),
                 "train_tokens": self.train_tokens, "val_tokens": self.val_tokens,
                 "token_budget": recipe["token_budget"], "vocab_size": self.vocab_size,
-                "source": recipe["source"]}
+                "source": recipe["source"], "sources": self.meta.get("sources")}

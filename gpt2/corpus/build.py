@@ -5,30 +5,37 @@ tokens each), val.bin and meta.json (the recipe and the counts). It is built in 
 temporary directory and renamed into place, under a lock, so a crash never leaves a
 half-written dataset behind and parallel callers prepare it once.
 
-Split: documents are tokenized in batches (several MB of text, on every core); the
-first `val_fraction` of each batch's tokens goes to validation and the rest to training,
-so validation samples the whole corpus, not just its beginning, for any corpus size.
-Preparation stops when the training part reaches `token_budget` tokens (or the source
-runs out).
+Split: by document, never inside one. A document goes to validation when the SHA-256 of
+its text, read as a fraction of 2**64, is below `val_fraction` (split_of): the same
+document lands in the same split on every machine and in every order, identical texts
+can never sit on both sides, and validation samples the whole corpus. Documents are
+tokenized in batches (several MB of text, on every core). The training part stops at
+`token_budget` tokens (the last training document is cut there); reading goes on, for
+validation documents only, until validation holds its share `val_fraction` of all
+tokens, or the source runs out. meta.json counts documents and tokens per source and split.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from gpt2.corpus import sources, tokenizers
 from gpt2.corpus.shards import ShardWriter
 
-FORMAT = 1
+FORMAT = 2  # 2: split by document (1 split each batch by position)
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB files
 BATCH_CHARS = 8_000_000  # text tokenized per batch: enough for every thread, bounded memory
 META = "meta.json"
 VAL = "val.bin"
+TRAIN_SPLIT, VAL_SPLIT = "train", "val"
 
 
 class PrepareError(Exception):
@@ -55,7 +62,7 @@ def recipe(options: dict) -> dict:
         raise PrepareError(f"unknown GPT-2 tokenizer {tokenizer!r}; choose one of {', '.join(tokenizers.TOKENIZERS)}")
     return {"format": FORMAT, "dataset": dataset, "tokenizer": tokenizer, "token_budget": budget,
             "val_fraction": float(fraction),
-            "source": sources.fingerprint(dataset, options.get("text_dir"))}
+            "source": sources.fingerprint(dataset, options.get("text_dir"), options.get("doc_dir"))}
 
 
 def read_meta(directory: Path | str) -> dict | None:
@@ -67,11 +74,17 @@ def read_meta(directory: Path | str) -> dict | None:
     return meta if isinstance(meta, dict) and "recipe" in meta else None
 
 
+def split_of(text: str, val_fraction: float) -> str:
+    """"val" or "train" for a document, from its text alone."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return VAL_SPLIT if int.from_bytes(digest[:8], "big") < val_fraction * 2.0 ** 64 else TRAIN_SPLIT
+
+
 def _batches(docs, limit_chars: int):
     batch, chars = [], 0
-    for text in docs:
-        batch.append(text)
-        chars += len(text)
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc[1])
         if chars >= limit_chars:
             yield batch
             batch, chars = [], 0
@@ -90,42 +103,76 @@ def _locked(directory: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _TrainShards:
+    """Training tokens into train_NNNNNN.bin files of at most `shard_tokens` tokens each."""
+
+    def __init__(self, tmp: Path, vocab_size: int, shard_tokens: int):
+        self.tmp, self.vocab_size, self.shard_tokens = tmp, vocab_size, shard_tokens
+        self.files, self.writer, self.total = [], None, 0
+
+    def write(self, tokens) -> None:
+        pos = 0
+        while pos < len(tokens):
+            if self.writer is None:
+                self.files.append(train_name(len(self.files)))
+                self.writer = ShardWriter(self.tmp / self.files[-1], self.vocab_size)
+            take = min(len(tokens) - pos, self.shard_tokens - self.writer.count)
+            self.writer.write(tokens[pos:pos + take])
+            pos += take
+            if self.writer.count == self.shard_tokens:
+                self.writer.close()
+                self.writer = None
+        self.total += len(tokens)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _write(tmp: Path, want: dict, tokenizer, docs, shard_tokens: int, log) -> dict:
     budget, fraction = want["token_budget"], want["val_fraction"]
     val = ShardWriter(tmp / VAL, tokenizer.vocab_size)
-    train, train_files = None, []
-    train_total, documents, began, next_report = 0, 0, time.perf_counter(), budget / 10
-    for batch in _batches(docs, BATCH_CHARS):
-        tokens = tokenizer.encode_documents(batch)
-        documents += len(batch)
-        n_val = round(len(tokens) * fraction)
-        n_train = min(len(tokens) - n_val, budget - train_total)
-        if n_train < len(tokens) - n_val:  # the budget ends inside this batch: keep the split's ratio
-            n_val = round(n_train * fraction / (1.0 - fraction))
-        val.write(tokens[:n_val])
-        pos, stop = n_val, n_val + n_train
-        while pos < stop:
-            if train is None:
-                train_files.append(train_name(len(train_files)))
-                train = ShardWriter(tmp / train_files[-1], tokenizer.vocab_size)
-            take = min(stop - pos, shard_tokens - train.count)
-            train.write(tokens[pos:pos + take])
-            pos += take
-            if train.count == shard_tokens:
-                train.close()
-                train = None
-        train_total += n_train
-        if train_total >= next_report or train_total >= budget:
-            rate = train_total / max(time.perf_counter() - began, 1e-9)
-            log(f"  {train_total:,} / {budget:,} training tokens from {documents:,} documents ({rate:,.0f} tokens/s)")
-            next_report += budget / 10
-        if train_total >= budget:
+    train = _TrainShards(tmp, tokenizer.vocab_size, shard_tokens)
+    per_source: dict[str, dict] = {}
+    documents, began, next_report = 0, time.perf_counter(), budget / 10
+    share = fraction / (1.0 - fraction)  # validation tokens per training token
+    done = False
+    # Past the budget, training documents are dropped before they cost any tokenizing.
+    wanted = (doc for doc in docs if train.total < budget or split_of(doc[1], fraction) == VAL_SPLIT)
+    for batch in _batches(wanted, BATCH_CHARS):
+        tokens = tokenizer.encode_documents([text for _, text in batch])
+        starts = np.flatnonzero(tokens == tokenizer.eot)  # each document begins with end-of-text
+        assert len(starts) == len(batch), "a tokenizer put end-of-text inside a document"
+        ends = np.append(starts[1:], len(tokens))
+        for (source, text), start, end in zip(batch, starts, ends):
+            full = train.total >= budget
+            done = full and val.count >= share * train.total
+            if done:
+                break
+            split = split_of(text, fraction)
+            if split == VAL_SPLIT:
+                piece = tokens[start:end]
+                val.write(piece)
+            elif full:
+                continue  # past the budget only validation documents are still wanted
+            else:
+                piece = tokens[start:min(end, start + budget - train.total)]
+                train.write(piece)
+            counts = per_source.setdefault(source, {f"{s}_{k}": 0 for s in (TRAIN_SPLIT, VAL_SPLIT)
+                                                    for k in ("documents", "tokens")})
+            counts[f"{split}_documents"] += 1
+            counts[f"{split}_tokens"] += len(piece)
+            documents += 1
+        if train.total >= next_report or done:
+            rate = train.total / max(time.perf_counter() - began, 1e-9)
+            log(f"  {train.total:,} / {budget:,} training tokens from {documents:,} documents ({rate:,.0f} tokens/s)")
+            next_report = (train.total // (budget / 10) + 1) * (budget / 10)
+        if done:
             break
-    if train is not None:
-        train.close()
+    train.close()
     val.close()
-    return {"train_files": train_files, "train_tokens": train_total, "val_tokens": val.count,
-            "documents": documents}
+    return {"train_files": train.files, "train_tokens": train.total, "val_tokens": val.count,
+            "documents": documents, "sources": per_source}
 
 
 def prepare(options: dict, data_dir: Path | str, *, shard_tokens: int = DEFAULT_SHARD_TOKENS,
@@ -150,11 +197,12 @@ def prepare(options: dict, data_dir: Path | str, *, shard_tokens: int = DEFAULT_
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            counts = _write(tmp, want, tokenizer, sources.documents(want["dataset"], options.get("text_dir")),
-                            shard_tokens, log)
+            docs = sources.documents(want["dataset"], options.get("text_dir"), options.get("doc_dir"))
+            counts = _write(tmp, want, tokenizer, docs, shard_tokens, log)
             if counts["train_tokens"] == 0 or counts["val_tokens"] == 0:
                 raise PrepareError(f"{want['dataset']} text gave {counts['train_tokens']} training and "
-                                   f"{counts['val_tokens']} validation tokens; add text or raise GPT2_VAL_FRACTION")
+                                   f"{counts['val_tokens']} validation tokens from {counts['documents']} documents "
+                                   "(split by document); add documents or raise GPT2_VAL_FRACTION")
             meta = {"recipe": want, "vocab_size": tokenizer.vocab_size, "eot": int(tokenizer.eot),
                     "shard_tokens": shard_tokens, **counts}
             with open(tmp / META, "w") as handle:

