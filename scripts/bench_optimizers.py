@@ -130,7 +130,7 @@ def bench_method(label, name, kw, args, base_opt):
     emit(figure="persistent_ratio", method=label, value=round((mem["state"] + mem["pruning"]) / mem["weights"], 4),
          target=2.04, state=mem["state"], pruning=mem["pruning"], weights=mem["weights"])
     emit(figure="sparsity", method=label, value=round(opt.sparsity(), 6), target=args.sparsity,
-         max_error_of_N=max(errors), updates=len(update_steps), overshoot=opt.pruner.overshoot)
+         max_error_of_N=max(errors), updates=len(update_steps))
     # transient memory of one more update, measured by the profiler (CPU) next to the optimizer's own figure
     model2 = build(args.blocks, 0)
     opt2 = create(name, model2, lr=1e-4, weight_decay=0.1, target_sparsity=args.sparsity, warmup_end=t0,
