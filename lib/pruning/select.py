@@ -39,13 +39,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 INF = float("inf")
 NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above each
 # bytes per chunk element of select's own buffers: two float flags (the bin index of the
-# first pass reuses them)
-SELECT_WORK_BYTES = 8
+# first pass reuses them) and one bool
+SELECT_WORK_BYTES = 9
 COLLECT_BYTES = 40  # per collected key: key, position, flags and hash temporaries while resolving
 WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
 MAX_PASSES = len(NARROW) + 1
@@ -166,6 +167,14 @@ def pick_ties(positions: torch.Tensor, offset: int, k: int) -> torch.Tensor:
     return chosen
 
 
+def positions(flags: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Ascending indices (int64) of the ones of a sparse 0/1 float tensor (`scratch`: bool,
+    its length). numpy's scan of a bool array is twice as fast as torch.nonzero on CPU."""
+    if flags.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(torch.gt(flags, 0, out=scratch).numpy()))
+    return torch.nonzero(flags).view(-1)
+
+
 def _check_finite(hist, dead_total, shift):
     pos_inf, neg_inf, half = POS_INF_BITS >> shift, NEG_INF_BITS >> shift, hist.numel() // 2
     nan = int(hist[pos_inf + 1:half].sum()) + int(hist[neg_inf + 1:].sum())
@@ -203,6 +212,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
     ledger.hold(work)
     try:
         flags = torch.empty(2, chunk, device=source.device)
+        bools = torch.empty(chunk, dtype=torch.bool, device=source.device)
         if count == alive:
             return _prune_all(source, sel, flags[0])
         # 1. counts of the first digit
@@ -256,7 +266,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
                 if n_keep == n_above:
                     continue
                 next_todo.append((j, a, b))
-                pos = torch.nonzero(keep.sub_(flags[1, :n])).view(-1)
+                pos = positions(keep.sub_(flags[1, :n]), bools[:n])
                 if collect:
                     band.append((j, pos + a, key.index_select(0, pos)))
                     held += pos.numel() * COLLECT_BYTES
