@@ -1,9 +1,10 @@
 """Exact choice of the weights to prune: a radix selection over the float32 scores.
 
 `prune_lowest(source, count)` prunes exactly `count` of the live positions of `source`,
-those with the lowest scores, in at most three passes over the scores whatever their
-values, without a copy of all scores and without pruning anything before the threshold
-is exact (docs/pruning-selection.md explains the design for users):
+those with the lowest scores, in at most len(digits) + 1 passes over the scores whatever
+their values, without a copy of all scores and without pruning anything before the
+threshold is exact (docs/pruning-selection.md explains the design for users). With the
+WIDE digits (16 + 16 bits):
 
 1. score every chunk and count the keys' high 16 bits (sign, exponent and the top 7
    mantissa bits of the float32 pattern) in a 65,536-bin histogram. Read in float order,
@@ -14,6 +15,9 @@ is exact (docs/pruning-selection.md explains the design for users):
    `tau` exactly and how many keys equal to it must go;
 3. only when the bin was too large to collect: score the chunks that hold keys of the bin
    once more and prune key < tau plus the chosen ties.
+
+NARROW digits (11 + 11 + 10 bits: 16 KiB of counts instead of 2 MiB, for small models)
+repeat step 2 once more before step 3: at most four passes.
 
 Ties at tau are spread over the chunks in proportion to the ties each holds (the running
 share floor(d * seen / T)), and inside a chunk the positions with the smallest hash of
@@ -29,6 +33,8 @@ A `source` holds the tensors in scope:
   when keys always show pruned positions as -inf;
 * `keys(j, a, b, exact)`: float32 scores of tensor j's flat positions [a, b) (a view of a
   reused buffer, valid until the next call); with `exact`, pruned positions are -inf;
+  the same values on every call, and never -0.0 (its pattern sorts apart from +0.0);
+  `device`: where the keys live;
 * `prune(j, a, b, keep)`: prune where the float flags `keep` (1 keep, 0 prune) are 0;
   re-pruning a pruned position must be harmless; `prune_at(j, positions)`: prune a few.
 
