@@ -53,7 +53,11 @@ NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above ea
 # bytes per chunk element of select's own buffers: two float flags (the bin index of the
 # first pass reuses them) and one bool
 SELECT_WORK_BYTES = 9
-COLLECT_BYTES = 40  # per collected key: key, position, flags and hash temporaries while resolving
+# per collected key: its position (int64) and key while collected, then the copies,
+# flags and indices of resolving; a chunk's list of in-range positions is 8 per key more
+BAND_BYTES, RESOLVE_BYTES, POS_BYTES = 12, 18, 8
+COLLECT_BYTES = BAND_BYTES + RESOLVE_BYTES
+TIE_BYTES = 40  # per tied key of a chunk whose ties are picked: positions, hashes, their compares
 WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
 MAX_PASSES = len(NARROW) + 1
 
@@ -62,6 +66,10 @@ def hist_bytes(digits) -> int:
     """Bytes of the counts while a digit is resolved: histogram, one bincount result, the
     re-ordered copy and its running sum (int64 each)."""
     return 4 * 8 * (1 << max(digits))
+
+
+def _digit_bytes(width) -> int:
+    return 4 * 8 * (1 << width)
 
 
 class Ledger:
@@ -214,7 +222,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         return sel
     chunk = source.chunk
     cap = max(0, int(chunk if cap is None else cap))
-    work = chunk * SELECT_WORK_BYTES + hist_bytes(digits)
+    work = chunk * SELECT_WORK_BYTES
     ledger.hold(work)
     try:
         flags = torch.empty(2, chunk, device=source.device)
@@ -225,6 +233,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         exact = source.dead_key is None
         width = digits[0]
         shift = 32 - width
+        ledger.hold(_digit_bytes(width))
         hist = torch.zeros(1 << width, dtype=torch.int64, device=source.device)
         for j, a, b in chunks(source):
             key = source.keys(j, a, b, exact)
@@ -246,6 +255,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         negative = prefix >> (width - 1)
         in_range, r = int(hist[prefix]), goal - below  # keys in the range, and how many of them go
         del hist
+        ledger.free(_digit_bytes(width))
         lo, hi = value_range(prefix, used)
         # a pruned position's dead_key inside the range would mix with live keys there
         exact = exact or lo <= source.dead_key <= hi
@@ -259,6 +269,9 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
             width = digits[level]
             shift = 32 - used - width
             counts, band, held, next_todo = None, [], 0, []
+            if not collect:
+                held = _digit_bytes(width)
+                ledger.hold(held)
             for j, a, b in todo:
                 n = b - a
                 key = source.keys(j, a, b, exact)
@@ -273,18 +286,21 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
                     continue
                 next_todo.append((j, a, b))
                 pos = positions(keep.sub_(flags[1, :n]), bools[:n])
+                ledger.hold(pos.numel() * (POS_BYTES + 4))  # the list, and the keys or digits it picks
                 if collect:
                     band.append((j, pos + a, key.index_select(0, pos)))
-                    held += pos.numel() * COLLECT_BYTES
-                    ledger.hold(pos.numel() * COLLECT_BYTES)
+                    held += pos.numel() * BAND_BYTES
+                    ledger.hold(pos.numel() * BAND_BYTES)
                 else:
                     d = key.view(torch.int32).index_select(0, pos).bitwise_right_shift_(shift)
                     c = torch.bincount(d.bitwise_and_((1 << width) - 1), minlength=1 << width)
                     counts = c if counts is None else counts.add_(c)
+                ledger.free(pos.numel() * (POS_BYTES + 4))
             sel.passes += 1
             if collect:
+                ledger.hold(in_range * RESOLVE_BYTES)
                 _resolve(source, sel, band, r, chunk_dead)
-                ledger.free(held)
+                ledger.free(held + in_range * RESOLVE_BYTES)
                 return _finish(sel, chunk_dead, dead, dead_total + count)
             ordered = counts.flip(0) if negative else counts  # below 0 a larger pattern is lower
             rank, below = _rank_of_count(ordered, r)
@@ -293,6 +309,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
             prefix, used, level = (prefix << width) | digit, used + width, level + 1
             lo, hi = value_range(prefix, used)
             todo = next_todo
+            ledger.free(held)
 
         # 3. one value left: prune below it and the chosen ties
         sel.tau, sel.ties, sel.tie_drops = lo, in_range, r
@@ -306,7 +323,9 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
             q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
             seen += t_c
             if q:
+                ledger.hold(t_c * TIE_BYTES)
                 keep.index_fill_(0, pick_ties(torch.nonzero(tied).view(-1), source.offsets[j] + a, q), 0.0)
+                ledger.free(t_c * TIE_BYTES)
             source.prune(j, a, b, keep)
             chunk_dead[(j, a)] = n - int(keep.sum())
             sel.chunk_visits += 1
