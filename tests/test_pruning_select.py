@@ -1,184 +1,205 @@
-"""Exact threshold selection (lib/pruning/select.py) against a full sort."""
+"""Radix selection (lib/pruning/select.py) against a full sort of the scores."""
 import math
+import struct
 
 import pytest
 import torch
 
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.select import Ledger, NeedExact, chunks, find_cut, next_down, next_up, positions
-
-
+from lib.pruning.select import (MAX_PASSES, NARROW, WIDE, Ledger, pick_ties, position_hash, prune_lowest,
+                                tie_quota, value_range)
 
 INF = float("inf")
 
 
 class ListSource:
-    """Keys held in memory; -inf marks pruned positions (what a real source returns)."""
+    """Scores held in memory, as prune_lowest reads them. A pruned position shows
+    `dead_key` (0.0 for scores that are never negative) unless keys are asked exact, when
+    it shows -inf, like the Pruner's sources. Counts every scoring of every chunk."""
 
-    def __init__(self, tensors, chunk=64, floor=-INF):
-        self.t = tensors
+    def __init__(self, tensors, chunk=64, dead=None, nonnegative=False):
+        self.t = [t.clone() for t in tensors]
         self.sizes = [t.numel() for t in tensors]
+        self.offsets = [sum(self.sizes[:j]) for j in range(len(tensors))]
         self.chunk = chunk
-        self.floor = floor
+        self.device = torch.device("cpu")
+        self.pruned = [torch.zeros(n, dtype=torch.bool) for n in self.sizes]
+        if dead is not None:
+            for p, d in zip(self.pruned, dead):
+                p |= d
+        self.dead_key = 0.0 if nonnegative else None
+        self.visits = {}
 
-    def keys(self, j, a, b):
-        return self.t[j][a:b].clone()
+    @property
+    def dead(self):
+        return [int(p.sum()) for p in self.pruned]
 
-    def sample(self, j, start, stride):
-        return self.t[j][start::stride].clone()
+    def keys(self, j, a, b, exact):
+        self.visits[(j, a)] = self.visits.get((j, a), 0) + 1
+        k = self.t[j][a:b].clone()
+        k[self.pruned[j][a:b]] = -INF if exact or self.dead_key is None else self.dead_key
+        return k
 
+    def prune(self, j, a, b, keep):
+        self.pruned[j][a:b] |= keep == 0
 
-def _apply(src, cut):
-    """Positions pruned by `cut`, as one bool tensor over all tensors (what the Pruner does)."""
-    out = []
-    for j, a, b in chunks(src):
-        key = src.keys(j, a, b)
-        if cut.prune_all:
-            pb = torch.ones_like(key, dtype=torch.bool)
-        else:
-            pb = key < cut.tau
-            if (j, a) in cut.drop:
-                pb[cut.drop[(j, a)]] = True
-            n = cut.ties.get((j, a), 0)
-            if n:
-                pb[torch.nonzero(key == cut.tau).view(-1)[:n]] = True
-        out.append(pb)
-    return torch.cat(out)
-
-
-def _check(tensors, keep, **kw):
-    src = ListSource(tensors, chunk=kw.pop("chunk", 64))
-    allk = torch.cat(tensors)
-    alive = int((allk > -INF).sum())
-    cut = find_cut(src, keep, alive, generator=torch.Generator().manual_seed(0), **kw)
-    pruned = _apply(src, cut)
-    survivors = allk[~pruned]
-    assert survivors.numel() == keep  # exact count
-    assert (survivors > -INF).all()  # no pruned position revived
-    if 0 < keep < alive:  # the survivors are the top `keep` live keys
-        top = torch.sort(allk[allk > -INF], descending=True).values
-        assert torch.equal(torch.sort(survivors, descending=True).values, top[:keep])
-    return cut
+    def prune_at(self, j, pos):
+        assert not self.pruned[j][pos].any()  # the collected band holds live positions only
+        self.pruned[j][pos] = True
 
 
-@pytest.mark.parametrize("keep", [0, 1, 137, 500, 999, 1000])
-def test_exact_count_small(keep):
+def _select(tensors, count, *, dead=None, nonnegative=False, chunk=64, **kw):
+    src = ListSource(tensors, chunk=chunk, dead=dead, nonnegative=nonnegative)
+    before = [p.clone() for p in src.pruned]
+    sel = prune_lowest(src, count, **kw)
+    allk = torch.cat(src.t)
+    was, now = torch.cat(before), torch.cat(src.pruned)
+    assert not (was & ~now).any()  # nothing revived
+    assert int((now & ~was).sum()) == count  # exactly count newly pruned
+    assert sel.dead == src.dead  # the counts it reports are the real ones
+    new, kept = allk[now & ~was], allk[~now]
+    if new.numel() and kept.numel():
+        assert new.max() <= kept.min()  # the lowest live scores went: what a full sort picks
+    assert max(src.visits.values(), default=0) <= len(kw.get("digits", WIDE)) + 1
+    return src, sel
+
+
+@pytest.mark.parametrize("digits", [WIDE, NARROW])
+@pytest.mark.parametrize("cap", [0, 10**9])
+@pytest.mark.parametrize("count", [1, 137, 500, 999, 1000])
+def test_exact_count_against_a_sort(count, cap, digits):
     g = torch.Generator().manual_seed(1)
-    _check([torch.randn(300, generator=g), torch.randn(700, generator=g)], keep)
+    ts = [torch.randn(300, generator=g), torch.randn(700, generator=g)]
+    _select(ts, count, cap=cap, digits=digits)
 
 
-def test_exact_count_with_sampling_and_pruned_positions():
+@pytest.mark.parametrize("digits", [WIDE, NARROW])
+def test_collected_and_counted_routes_prune_the_same_positions(digits):
     g = torch.Generator().manual_seed(2)
-    ts = [torch.randn(n, generator=g) for n in (20_000, 50_000, 3_000)]
-    for t in ts:
-        t[torch.rand(t.numel(), generator=g) < 0.4] = -INF
-    cut = _check(ts, 20_000, sample_size=4096, chunk=4096)
-    assert cut.passes == 1
+    ts = [torch.randint(0, 16, (n,), generator=g).float() for n in (3000, 5000, 900)]  # 16-level ties
+    a, sa = _select(ts, 4321, cap=10**9, digits=digits, chunk=512)
+    b, sb = _select(ts, 4321, cap=0, digits=digits, chunk=512)
+    assert sa.collected and not sb.collected
+    assert all(torch.equal(x, y) for x, y in zip(a.pruned, b.pruned))
+    assert sb.passes == len(digits) + 1 and sa.passes == 2
 
 
-def test_zero_floor_counts_zeros_as_pruned():
-    """Scores that are never negative: pruned positions sit at 0, no -inf pass needed."""
-    g = torch.Generator().manual_seed(7)
-    t = torch.rand(20_000, generator=g) + 1e-3
-    t[torch.rand(20_000, generator=g) < 0.3] = 0.0  # pruned
-    alive = int((t > 0).sum())
-    src = ListSource([t], chunk=4096, floor=0.0)
-    cut = find_cut(src, 5_000, alive, generator=g, sample_size=2048)
-    pruned = _apply(src, cut)
-    assert int((~pruned).sum()) == 5_000 and (t[~pruned] > 0).all()
-    with pytest.raises(NeedExact):  # keeping more than the positive scores needs -inf marking
-        find_cut(src, alive + 10, alive + 100, generator=g, sample_size=2048)
-
-
-def test_positions_of_sparse_flags():
-    g = torch.Generator().manual_seed(8)
-    for n in (15, 16, 31, 32, 1000, 4099):
-        f = (torch.rand(n, generator=g) < 0.05).float()
-        assert torch.equal(positions(f), f.nonzero().view(-1))
-
-
-def _commit_source(seed, n=60_000):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.rand(n, generator=g) + 1e-3
-    src = ListSource([t], chunk=4096, floor=0.0)
-
-    def commit(j, a, b, keep, n_pruned):  # what the Pruner does: pruned keys drop to the floor
-        assert n_pruned == int((keep == 0).sum())
-        t[a:b] *= keep
-    return t, src, commit
-
-
-def test_commit_prunes_in_the_counting_pass_and_stays_exact():
-    t, src, commit = _commit_source(9)
-    before = t.clone()
-    cut = find_cut(src, 21_000, 60_000, generator=torch.Generator().manual_seed(1), commit=commit,
-                   sample_size=4096, band_cap=20_000)
-    assert cut.passes == 1 and not cut.needs_pass() and cut.overshoot == 0
-    for (j, a), pos in cut.drop.items():
-        t[a + pos] = 0.0
-    assert int((t > 0).sum()) == 21_000
-    kept = before[t > 0]
-    assert kept.min() >= before[t == 0].max()  # the survivors are the top scores
-
-
-def test_commit_miss_keeps_the_band_and_reports_the_overshoot():
-    t, src, commit = _commit_source(10)
-    # z_commit < 0 puts the committed bound above the threshold on purpose
-    cut = find_cut(src, 30_000, 60_000, generator=torch.Generator().manual_seed(1), commit=commit,
-                   sample_size=4096, z_commit=-8.0, band_cap=20_000)
-    assert cut.overshoot > 0 and not cut.drop
-    assert int((t > 0).sum()) == 30_000 - cut.overshoot
-
-
-def test_ties_are_broken_by_position():
-    t = torch.tensor([3.0, 1.0, 2.0, 2.0, 2.0, 0.5, 2.0, 5.0])
-    src = ListSource([t], chunk=8)
-    cut = find_cut(src, 4, 8, generator=torch.Generator())
-    pruned = _apply(src, cut)
-    # keep 5, 3 and two of the four 2.0s: the first two 2.0s go
-    assert pruned.tolist() == [False, True, True, True, False, True, False, False]
-
-
-def test_missed_bracket_costs_a_pass_not_exactness():
+def test_selection_survives_dead_positions_and_zero_scores():
+    """Live weights scoring exactly 0 next to pruned ones that show 0 too (defect 1)."""
     g = torch.Generator().manual_seed(3)
-    ts = [torch.randn(40_000, generator=g)]
-    cut = _check(ts, 12_345, sample_size=256, z=0.0, chunk=4096)  # z=0: the bracket is a point
-    assert cut.passes >= 2
+    for zeros in (0.05, 0.2, 0.5):
+        t = torch.rand(20_000, generator=g) + 1e-3
+        t[torch.rand(20_000, generator=g) < zeros] = 0.0  # live, scoring 0
+        dead = torch.rand(20_000, generator=g) < 0.3
+        t[dead] = 0.0
+        alive = 20_000 - int(dead.sum())
+        for count in (100, int(alive * zeros), alive // 2, alive - 1, alive):
+            for digits in (WIDE, NARROW):
+                _select([t], count, dead=[dead], nonnegative=True, chunk=4096, digits=digits, cap=500)
 
 
-def test_band_too_large_is_bisected():
+def test_signed_scores_infinities_and_heavy_ties():
+    t = torch.tensor([1.0] * 500 + [INF] * 10 + [-3.0] * 20 + [0.0] * 470 + [-INF] * 7)
+    dead = torch.zeros(t.numel(), dtype=torch.bool)
+    dead[-7:] = True
+    for count in (1, 5, 20, 300, 995, 1000):
+        _select([t], count, dead=[dead], digits=NARROW, cap=0)
+        _select([t], count, dead=[dead], digits=WIDE, cap=10**9)
+
+
+def test_negative_bins_and_tiny_values():
     g = torch.Generator().manual_seed(4)
-    ts = [torch.randn(30_000, generator=g)]
-    cut = _check(ts, 7_000, sample_size=64, band_cap=500, chunk=1024)
-    assert cut.passes > 1
+    t = torch.cat([-torch.rand(500, generator=g) * 1e-40, torch.rand(500, generator=g) * 1e-40,
+                   -torch.rand(500, generator=g) * 1e30, torch.randn(500, generator=g)])
+    for count in (1, 250, 501, 1000, 1499, 1999):
+        for cap in (0, 10**9):
+            _select([t], count, digits=NARROW, cap=cap, chunk=256)
+            _select([t], count, digits=WIDE, cap=cap, chunk=256)
 
 
-def test_heavy_ties_and_infinite_scores():
-    t = torch.tensor([1.0] * 500 + [INF] * 10 + [-INF] * 20 + [0.0] * 470)
-    _check([t], 300, sample_size=64, chunk=64)
-    _check([t], 5, sample_size=64, chunk=64)
-
-
-def test_nan_scores_raise():
-    t = torch.full((100,), -INF)  # a source that shows fewer live keys than it claims
+def test_nan_is_refused_before_anything_is_pruned():
+    t = torch.rand(1000)
+    t[17] = float("nan")
+    src = ListSource([t])
     with pytest.raises(RuntimeError, match="NaN"):
-        find_cut(ListSource([t]), 10, 50, generator=torch.Generator())
+        prune_lowest(src, 100)
+    assert not src.pruned[0].any()
 
 
-def test_ledger_holds_band_and_chunks():
+def test_ties_spread_over_tensors_not_by_layer_order():
+    """Equal scores everywhere: each tensor loses its share, not the first one first (defect 6)."""
+    ts = [torch.ones(n) for n in (4000, 6000, 9999)]
+    for cap in (0, 10**9):
+        src, sel = _select(ts, 7400, cap=cap, chunk=1024)
+        assert sel.ties == 19_999 and sel.tie_drops == 7400
+        for p in src.pruned:
+            assert float(p.float().mean()) == pytest.approx(7400 / 19_999, abs=0.001)
+        rows = src.pruned[2].view(-1, 3).float().mean(0)  # no kernel column goes whole
+        assert (rows - 0.37).abs().max() < 0.03
+
+
+def test_passes_do_not_depend_on_the_data():
     g = torch.Generator().manual_seed(5)
+    inputs = {"normal": [torch.randn(50_000, generator=g)],
+              "16 levels": [torch.randint(0, 16, (50_000,), generator=g).float()],
+              "30% zeros": [torch.where(torch.rand(50_000, generator=g) < 0.3, 0.0, torch.rand(50_000, generator=g))],
+              "one value": [torch.full((50_000,), 2.5)],
+              "tiny tensors": [torch.rand(7, generator=g) for _ in range(300)]}
+    for name, ts in inputs.items():
+        total = sum(t.numel() for t in ts)
+        for digits in (WIDE, NARROW):
+            for cap in (0, 64, 10**9):
+                src, sel = _select(ts, total // 3, digits=digits, cap=cap, chunk=4096)
+                assert sel.passes <= len(digits) + 1 <= MAX_PASSES, name
+
+
+def test_tie_quota_sums_exactly():
+    for d, counts in ((7, [3, 0, 5, 9, 1]), (0, [4, 4]), (13, [13]), (5, [1] * 20)):
+        total, seen, got = sum(counts), 0, []
+        for c in counts:
+            got.append(tie_quota(d, total, seen, c))
+            seen += c
+        assert sum(got) == d and all(0 <= q <= c for q, c in zip(got, counts))
+
+
+def test_position_hash_is_a_bijection_and_pick_takes_the_smallest():
+    pos = torch.arange(1 << 16, dtype=torch.int64)
+    assert torch.unique(position_hash(pos)).numel() == 1 << 16
+    big = torch.tensor([0, 1, (1 << 31) - 1, 12345678], dtype=torch.int64)
+    assert (position_hash(big) < (1 << 31)).all() and (position_hash(big) >= 0).all()
+    cand = torch.arange(100, 200, dtype=torch.int64)
+    chosen = pick_ties(cand, 1000, 10)
+    h = position_hash(cand + 1000)
+    assert sorted(chosen.tolist()) == sorted(cand[torch.argsort(h)[:10]].tolist())
+
+
+def _f32(bits):
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+def test_value_range_matches_the_bit_patterns():
+    g = torch.Generator().manual_seed(6)
+    x = torch.cat([torch.randn(2000, generator=g) * 10 ** torch.randint(-30, 30, (2000,), generator=g).float(),
+                   torch.tensor([0.0, 1e-45, -1e-45, INF, -INF])])
+    bits = x.view(torch.int32).long() & 0xFFFFFFFF
+    for used in (11, 16, 22, 32):
+        for v, b in zip(x.tolist(), bits.tolist()):
+            lo, hi = value_range(b >> (32 - used), used)
+            assert lo <= v <= hi
+    assert value_range(0, 16) == (0.0, _f32(0xFFFF))
+    assert value_range(0x8000, 16) == (-_f32(0xFFFF), -_f32(1))  # -0.0 is never a key
+
+
+def test_ledger_is_balanced():
+    g = torch.Generator().manual_seed(7)
     ledger = Ledger()
-    src = ListSource([torch.randn(10_000, generator=g)], chunk=1024)
-    find_cut(src, 5_000, 10_000, generator=g, ledger=ledger)
+    _select([torch.randn(10_000, generator=g)], 5_000, ledger=ledger, chunk=1024)
     assert ledger.now == 0 and ledger.peak > 0
 
 
-def test_next_float():
-    for x in (0.0, 1.0, -1.0, 3e-38, -2.5e10):
-        up, down = next_up(x), next_down(x)
-        assert up > x > down
-        assert torch.tensor(up) == torch.nextafter(torch.tensor(x), torch.tensor(INF))
-        assert torch.tensor(down) == torch.nextafter(torch.tensor(x), torch.tensor(-INF))
+def test_bad_count_is_refused():
+    with pytest.raises(ValueError, match="cannot prune"):
+        prune_lowest(ListSource([torch.rand(10)]), 11)
 
 
 def test_apportion_sums_exactly_and_respects_bounds():

@@ -55,7 +55,8 @@ class Spam:
                     # |g| > sqrt(theta v_hat) -> sign(g) sqrt(theta v_hat). A pruned position
                     # (v = inf) gets a bound of ~1e19 instead of inf: it never clips, and sqrt
                     # skips the slow path that +inf takes on CPU
-                    bound = torch.clamp(v[a:b], max=FMAX, out=buf[:b - a]).sqrt_().mul_(root)
+                    # (the clamp stays below FMAX, whose sqrt is slow too, and fits bf16/fp16)
+                    bound = torch.clamp(v[a:b], max=min(FMAX / 2, torch.finfo(v.dtype).max), out=buf[:b - a]).sqrt_().mul_(root)
                     torch.minimum(g[a:b], bound, out=g[a:b])
                     torch.maximum(g[a:b], bound.neg_(), out=g[a:b])
 

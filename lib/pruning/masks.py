@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 INF = float("inf")
-FMAX = float(torch.finfo(torch.float32).max)
+FMAX = float(torch.finfo(torch.float32).max)  # lib/optimizers/spam.py reads it from here
 _BIT = None  # [1, 2, 4, ..., 128] per device, built on first use
 
 
@@ -80,11 +80,6 @@ def _alive_table(device, dtype):
     return _TABLES[key]
 
 
-def _sink_nan(key: torch.Tensor) -> torch.Tensor:
-    # NaN (a pruned position's 0*inf, or a diverged weight) sorts below every live score
-    return key.nan_to_num_(nan=-INF, posinf=INF, neginf=-INF)
-
-
 class _Mask:
     def count_dead(self, j) -> int:
         d = self.dead_mask(j)
@@ -131,16 +126,18 @@ class StateMask(_Mask):
         return None if not st or "exp_avg_sq" not in st else flat(st["exp_avg_sq"])
 
     def sink_dead(self, j, sl, key, tmp):
-        """-inf into `key` (scores of positions `sl`, a slice) where the weight is pruned."""
+        """-inf into `key` (float32 scores of positions `sl`, a slice) where the weight is
+        pruned; `tmp` (float32, key's length) is scratch."""
         v = self._v(j)
         if v is not None:
-            # FMAX - v is -inf where v = inf and far above any score elsewhere: a branch-free
-            # pass (masked_fill with a random mask mispredicts a branch per element on CPU)
-            torch.minimum(key, torch.neg(v[sl], out=tmp).add_(FMAX), out=key)
-        return _sink_nan(key)
+            dead = tmp.view(torch.bool)[:key.numel()]  # the scratch's bytes hold the flags
+            torch.eq(v[sl], INF, out=dead)
+            key.masked_fill_(dead, -INF)
+        return key
 
     def prune(self, j, a, b, keep):
-        """keep: float 1 (keep) / 0 (prune) for positions [a, b); call prepare() first."""
+        """keep: float32 1 (keep) / 0 (prune) for positions [a, b), any weight and state
+        dtype; call prepare() first. Re-pruning a pruned position changes nothing."""
         w, seconds = self._views[j]
         for v in seconds:  # v / 0 = inf (0 / 0 = NaN -> inf); v / 1 = v exactly
             v[a:b].div_(keep).nan_to_num_(nan=INF, posinf=INF)
@@ -203,7 +200,7 @@ class BitMask(_Mask):
                 idx = torch.arange(sl.start, sl.stop, sl.step, device=bits.device)[:key.numel()]
                 dead = bits[idx >> 3].long().bitwise_right_shift(idx & 7).bitwise_and_(1).bool()
             key.masked_fill_(dead, -INF)
-        return _sink_nan(key)
+        return key
 
     def _bits(self, j):
         """Tensor j's packed mask, allocated at its first prune."""

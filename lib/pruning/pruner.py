@@ -12,29 +12,49 @@ from lib.pruning import scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
-from lib.pruning.select import CHUNK_WORK_BYTES, Ledger, NeedExact, chunks, count, find_cut
+from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
 
 METHODS = ("magnitude", "movement", "state")
 SCOPES = ("global", "layer")
-_SEED = 0x6B6E6C70  # sampling seed, mixed with the step: repeatable, and no global RNG draw
+# One update's temporaries stay below TRANSIENT_BUDGET x the prunable weights' bytes (from
+# about 1M weights up; the smallest chunk and the counts set a floor below that)
+TRANSIENT_BUDGET = 0.12
+MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**24
+# bytes per chunk element the scores need beyond select's: the score and its scratch
+# (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
+# bit-mask flags, and what a variant allocates itself (bitter9's bf16 temporaries)
+SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
+VARIANT_BYTES = {"bitter9": 8}
+
+
+class _Buffers:
+    """The float32 chunk buffers every source of one update shares, held in the ledger."""
+
+    def __init__(self, pruner, ledger):
+        self.ledger, self.bytes = ledger, pruner.chunk * pruner.source_bytes
+        ledger.hold(self.bytes)
+        n, dev = pruner.chunk, pruner.params[0].device
+        self.out, self.tmp = torch.empty(n, device=dev), torch.empty(n, device=dev)
+        self.conv = [torch.empty(n, device=dev) for _ in range(3)] if pruner.converts else None
+
+    def release(self):
+        self.ledger.free(self.bytes)
+        self.out = self.tmp = self.conv = None
 
 
 class _Keys:
-    """Scores of a subset of the prunable tensors, -inf at pruned positions (select.py).
+    """The scores of some prunable tensors, as select.prune_lowest reads them."""
 
-    keys() returns the scores: a view of a reused buffer, valid until the next call."""
-
-    def __init__(self, pruner, js, exact):
-        self.pr = pruner
-        self.js = list(js)
-        # Scores that are never negative leave a pruned weight (w = 0) at exactly 0, so
-        # 0 can stand for "pruned" with no pass to mark it; select.py asks for the exact
-        # marking (-inf) only if the threshold itself falls to 0.
-        self.exact = exact or not pruner.nonnegative
-        self.floor = -float("inf") if self.exact else 0.0
+    def __init__(self, pruner, js, bufs):
+        self.pr, self.js, self.bufs = pruner, list(js), bufs
         self.sizes = [pruner.sizes[j] for j in self.js]
+        self.offsets = [pruner.offsets[j] for j in self.js]
+        self.dead = [pruner.dead[j] for j in self.js]
         self.chunk = pruner.chunk
-        self.buf = None
+        self.device = pruner.params[self.js[0]].device
+        # scores that are never negative leave a pruned weight (w = 0) at exactly 0: no
+        # pass is needed to mark it, unless the cut falls among the zeros (select.py)
+        self.dead_key = 0.0 if pruner.nonnegative else None
         self.views = {}  # j -> flat (w, m, v, step, beta1): built once per update, not per chunk
         use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
         for j in self.js:
@@ -46,35 +66,35 @@ class _Keys:
             src = flat(pruner.movement[j]) if pruner.method == "movement" else flat(p.detach())
             self.views[j] = (src, m, v, step, pruner.beta1(j))
 
-    def _score(self, j, sl, out, tmp):
-        pr = self.pr
+    def _f32(self, t, k, n):
+        """t as float32: itself, or a copy into conversion buffer k."""
+        return t if t is None or t.dtype == torch.float32 else self.bufs.conv[k][:n].copy_(t)
+
+    def keys(self, i, a, b, exact):
+        pr, j, n = self.pr, self.js[i], b - a
         w, m, v, step, beta1 = self.views[j]
+        out, tmp = self.bufs.out[:n], self.bufs.tmp[:n]
         if pr.method == "movement":
-            out.copy_(w[sl])
+            out.copy_(w[a:b])
         elif m is None:
-            torch.abs(w[sl], out=out)
+            torch.abs(self._f32(w[a:b], 0, n), out=out)
         else:
-            scores.score(pr.variant, w[sl], m[sl], v[sl], step=step, beta1=beta1, out=out, tmp=tmp)
-        return pr.rep.sink_dead(j, sl, out, tmp) if self.exact else out
+            scores.score(pr.variant, self._f32(w[a:b], 0, n), self._f32(m[a:b], 1, n), self._f32(v[a:b], 2, n),
+                         step=step, beta1=beta1, out=out, tmp=tmp)
+        if self.dead_key is None:
+            out.add_(0.0)  # -0.0 becomes +0.0: select.py orders float patterns, and -0.0 == 0.0
+        return pr.rep.sink_dead(j, slice(a, b), out, tmp) if exact else out
 
-    def keys(self, i, a, b):
-        j = self.js[i]
-        dev = self.pr.params[j].device
-        if self.buf is None or self.buf.device != dev:
-            self.buf = torch.empty(2, self.chunk, device=dev)
-        return self._score(j, slice(a, b), self.buf[0, :b - a], self.buf[1, :b - a])
+    def prune(self, i, a, b, keep):
+        self.pr.rep.prune(self.js[i], a, b, keep)
 
-    def sample(self, i, start, stride):
-        j = self.js[i]
-        n = len(range(start, self.sizes[i], stride))
-        out = torch.empty(2, n, device=self.pr.params[j].device)
-        return self._score(j, slice(start, self.sizes[i], stride), out[0], out[1])
+    def prune_at(self, i, pos):
+        self.pr.rep.prune_at(self.js[i], pos)
 
 
 class Pruner:
     def __init__(self, optimizer, named_params, *, method, variant=None, target=0.0, warmup_end=0,
-                 ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None,
-                 sample_size=1 << 19):
+                 ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None, cap=None, digits=None):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r}; use one of none, {', '.join(METHODS)}")
         if scope not in SCOPES:
@@ -88,24 +108,35 @@ class Pruner:
         self.names = [n for n, _ in named_params]
         self.params = [p for _, p in named_params]
         self.sizes = [p.numel() for p in self.params]
+        self.offsets = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
         self.total = sum(self.sizes)
         self.method, self.variant = method, variant
         self.target, self.warmup_end, self.ramp_end = float(target), warmup_end, ramp_end
         self.frequency, self.shape = frequency, shape
         self.scope = "layer" if (scope == "layer" or variant == "bitter4") else "global"
         self.nonnegative = method == "magnitude" or (method == "state" and variant != "bitter5")
-        on_gpu = self.params[0].device.type != "cpu"
-        # CPU: 2**18 floats keep a chunk's few buffers in L2 (measured best of 2**16..2**19);
-        # GPU: large chunks, so each kernel has work enough; both keep float sums exact (< 2**24)
-        self.chunk = chunk or (1 << 22 if on_gpu else 1 << 18)
-        self.sample_size = sample_size
         self.rep = representation(optimizer, self.params)
+        self._size_buffers(chunk, cap, digits)
         self.dead = [0] * len(self.params)
         self.movement = ([torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
                           for p in self.params] if method == "movement" else None)
         self.last_update = 0
         self.transient_peak = 0
-        self.overshoot = 0  # weights kept beyond the target after a 6-sigma sampling miss (select.py)
+        self.selections = []  # select.Selection of each prune_lowest call of the latest update
+
+    def _size_buffers(self, chunk, cap, digits):
+        """Chunk length, collected-band cap and radix digits that keep one update's
+        temporaries within TRANSIENT_BUDGET of the weight bytes."""
+        weight_bytes = sum(p.numel() * p.element_size() for p in self.params)
+        self.converts = any(p.dtype != torch.float32 for p in self.params)
+        self.source_bytes = (SCORE_BYTES + (CONVERT_BYTES if self.converts else 0)
+                             + (BITS_BYTES if self.rep.kind == "bits" else 0) + VARIANT_BYTES.get(self.variant, 0))
+        budget = TRANSIENT_BUDGET * weight_bytes
+        self.digits = tuple(digits) if digits else digits_for(weight_bytes, TRANSIENT_BUDGET)
+        per_elem = self.source_bytes + SELECT_WORK_BYTES
+        fit = int((0.6 * budget - hist_bytes(self.digits)) / per_elem) // MIN_CHUNK * MIN_CHUNK
+        self.chunk = chunk or min(MAX_CHUNK, max(MIN_CHUNK, fit))
+        self.cap = cap if cap is not None else max(1024, int(0.3 * budget / COLLECT_BYTES))
 
     # -- hooks called by the optimizer -------------------------------------------------
     def before_update(self):
@@ -136,72 +167,29 @@ class Pruner:
         goal = round(s * self.total)  # pruned weights after this update
         self.rep.prepare()
         ledger = Ledger()
-        gen = torch.Generator().manual_seed(_SEED + t)
+        self.selections = []
         with torch.no_grad():
-            if self.scope == "global":
-                self._cut(range(len(self.params)), self.total - goal, gen, ledger)
-            else:
-                frac = (depth_fractions(self.sizes, s) if self.variant == "bitter4" else [s] * len(self.sizes))
-                counts = apportion([f * n for f, n in zip(frac, self.sizes)], goal, self.dead, self.sizes)
-                for j, c in enumerate(counts):
-                    if c > self.dead[j]:
-                        self._cut([j], self.sizes[j] - c, gen, ledger)
+            bufs = _Buffers(self, ledger)
+            try:
+                if self.scope == "global":
+                    self._prune(range(len(self.params)), goal - sum(self.dead), bufs, ledger)
+                else:
+                    frac = (depth_fractions(self.sizes, s) if self.variant == "bitter4" else [s] * len(self.sizes))
+                    counts = apportion([f * n for f, n in zip(frac, self.sizes)], goal, self.dead, self.sizes)
+                    for j, c in enumerate(counts):
+                        if c > self.dead[j]:
+                            self._prune([j], c - self.dead[j], bufs, ledger)
+            finally:
+                bufs.release()
         self.last_update = t
         self.transient_peak = ledger.peak
 
-    def _cut(self, js, keep, gen, ledger):
-        js = list(js)
-        alive = sum(self.sizes[j] - self.dead[j] for j in js)
-        pruned = {}  # (i, a) -> pruned positions in that chunk, from the latest pass over it
-
-        def commit(i, a, b, keep_flags, n_pruned):
-            self.rep.prune(js[i], a, b, keep_flags)
-            pruned[(i, a)] = n_pruned
-
-        kw = dict(generator=gen, commit=commit, sample_size=self.sample_size, ledger=ledger)
-        src = _Keys(self, js, exact=False)
-        try:
-            cut = find_cut(src, keep, alive, **kw)
-        except NeedExact:  # nothing was committed: the first pass stops at the floor
-            src = _Keys(self, js, exact=True)
-            cut = find_cut(src, keep, alive, **kw)
-        self.overshoot += cut.overshoot
-        if cut.needs_pass():
-            self._prune_pass(src, cut, pruned, ledger)
-        # committed or re-pruned chunks give the counts; with neither, below tau everything
-        # was pruned already
-        dead = [0] * len(js) if pruned else [self.dead[j] for j in js]
-        for (i, _), c in pruned.items():
-            dead[i] += c
-        if not cut.needs_pass():
-            for i, pos in cut.drop_flat.items():  # the band's losers, one index pass per tensor
-                self.rep.prune_at(js[i], pos)
-                dead[i] += pos.numel()
-        for i, j in enumerate(js):
-            self.dead[j] = dead[i]
-
-    def _prune_pass(self, src, cut, pruned, ledger):
-        """Prune key < tau, the band's drops and the ties, chunk by chunk (recomputing keys)."""
-        buf = None
-        for i, a, b in chunks(src):
-            n = b - a
-            ledger.hold(n * CHUNK_WORK_BYTES)
-            dev = self.params[src.js[i]].device
-            if buf is None or buf.device != dev:
-                buf = torch.empty(self.chunk, device=dev)
-            keep = buf[:n]
-            if cut.prune_all:
-                keep.zero_()
-            else:
-                key = src.keys(i, a, b)
-                torch.ge(key, cut.tau, out=keep)  # pruned positions are below tau: re-marked, a no-op
-                if (i, a) in cut.drop:
-                    keep.index_fill_(0, cut.drop[(i, a)], 0.0)
-                if (i, a) in cut.ties:
-                    keep.index_fill_(0, torch.nonzero(key == cut.tau).view(-1)[:cut.ties[(i, a)]], 0.0)
-            self.rep.prune(src.js[i], a, b, keep)
-            pruned[(i, a)] = n - count(keep)
-            ledger.free(n * CHUNK_WORK_BYTES)
+    def _prune(self, js, count, bufs, ledger):
+        src = _Keys(self, js, bufs)
+        sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger)
+        for j, d in zip(src.js, sel.dead):
+            self.dead[j] = d
+        self.selections.append(sel)
 
     # -- reporting and persistence ------------------------------------------------------
     def sparsity(self) -> float:
@@ -220,7 +208,7 @@ class Pruner:
     def state_dict(self) -> dict:
         return {"method": self.method, "variant": self.variant, "scope": self.scope,
                 "names": list(self.names), "last_update": self.last_update,
-                "transient_peak": self.transient_peak, "overshoot": self.overshoot, "dead": list(self.dead),
+                "transient_peak": self.transient_peak, "dead": list(self.dead),
                 "movement": [s.clone() for s in self.movement] if self.movement else None,
                 "mask": self.rep.state_dict()}
 
@@ -236,5 +224,4 @@ class Pruner:
                 s.copy_(saved)
         self.last_update = int(sd["last_update"])
         self.transient_peak = int(sd["transient_peak"])
-        self.overshoot = int(sd.get("overshoot", 0))
         self.recount()

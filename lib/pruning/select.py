@@ -1,85 +1,75 @@
-"""Exact choice of the weights to keep, without a concatenated copy of all scores.
+"""Exact choice of the weights to prune: a radix selection over the float32 scores.
 
-A `source` exposes the scores of the weights in scope chunk by chunk: `sizes` (elements
-per tensor), `chunk` (elements per chunk, a multiple of 16), `floor` (pruned positions
-score at most this: -inf, or 0 for scores that are never negative, where a pruned
-weight's 0 needs no extra pass to mark it), `keys(j, a, b)` (float32 scores of tensor
-j's flat positions [a, b)) and
-`sample(j, start, stride)` (the same at positions start, start + stride, ...). `find_cut` returns a Cut that keeps
-exactly `keep` of the `alive` positions:
+`prune_lowest(source, count)` prunes exactly `count` of the live positions of `source`,
+those with the lowest scores, in at most len(digits) + 1 passes over the scores whatever
+their values, without a copy of all scores and without pruning anything before the
+threshold is exact (docs/pruning-selection.md explains the design for users). With the
+WIDE digits (16 + 16 bits):
 
-1. a strided sample at a random offset (seeded per update: repeatable) brackets the threshold
-   in [lo, hi] with high probability;
-2. one pass counts the keys above hi and records the few keys inside [lo, hi] with
-   their positions; with `commit`, the same pass already prunes every key below lo, so
-   no second pass over the weights is needed;
-3. the band's keys are ranked exactly; equal keys at the threshold are broken by
-   position (first ones pruned), and the band's losers are pruned by position.
+1. score every chunk and count the keys' high 16 bits (sign, exponent and the top 7
+   mantissa bits of the float32 pattern) in a 65,536-bin histogram. Read in float order,
+   its running sum names the one bin that holds the cut and how many keys lie below it;
+2. score again: every key below that bin is pruned now (exact: the cut is inside the
+   bin). The keys inside the bin are either collected (positions and keys, when the bin
+   holds at most `cap` keys) or counted by their low 16 bits, which fixes the threshold
+   `tau` exactly and how many keys equal to it must go;
+3. only when the bin was too large to collect: score the chunks that hold keys of the bin
+   once more and prune key < tau plus the chosen ties.
 
-A bracket missed on the high side only costs another pass. Committing below lo is
-irreversible, so lo sits 6 standard deviations of the sample quantile low (odds of a
-miss about 1e-9 per update); should it still miss, the band is kept whole and the
-update ends `overshoot` weights short (reported, and far inside the SPEC's 0.1% of N).
-Without commit, a missed bracket is narrowed by counts, bisecting the float order when
-the band would not fit in memory.
+NARROW digits (11 + 11 + 10 bits: 16 KiB of counts instead of 2 MiB, for small models)
+repeat step 2 once more before step 3: at most four passes.
 
-Speed notes (CPU): torch's comparisons written into float buffers and float sums run
-several times faster than its bool masks with count_nonzero/masked_select, whose
-per-element branches mispredict on random masks; numpy's bool comparisons, counts and
-flatnonzero are faster still on a chunk in cache, so the counting pass uses them on
-CPU (torch's float flags only for the commit) and `positions` elsewhere.
+Ties at tau are spread over the chunks in proportion to the ties each holds (the running
+share floor(d * seen / T)), and inside a chunk the positions with the smallest hash of
+their global index go, so equal scores neither prune whole early layers first nor line
+up with rows. The collected and the counted routes choose the same positions.
+
+A `source` holds the tensors in scope:
+
+* `sizes`: elements per tensor; `offsets`: each tensor's first global position (hashing);
+  `dead`: positions already pruned per tensor; `chunk`: elements per chunk (a multiple
+  of 8); `dead_key`: the score a pruned position shows in `keys(..., exact=False)`
+  (0.0 for scores that are never negative, whose pruned weights score exactly 0), or None
+  when keys always show pruned positions as -inf;
+* `keys(j, a, b, exact)`: float32 scores of tensor j's flat positions [a, b) (a view of a
+  reused buffer, valid until the next call); with `exact`, pruned positions are -inf;
+  the same values on every call, and never -0.0 (its pattern sorts apart from +0.0);
+  `device`: where the keys live;
+* `prune(j, a, b, keep)`: prune where the float flags `keep` (1 keep, 0 prune) are 0;
+  re-pruning a pruned position must be harmless; `prune_at(j, positions)`: prune a few.
+
+Another mask shape (e.g. N:M) can reuse this by presenting its groups' scores as a source.
 """
 from __future__ import annotations
 
-import itertools
-import math
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 INF = float("inf")
-FMAX = float(torch.finfo(torch.float32).max)
-ROW = 16
-# bytes per element of one chunk's working set while scoring and counting (key, score
-# temporaries, two float buffers); checked against torch's profiler in tests
-CHUNK_WORK_BYTES = 24
+NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above each
+# bytes per chunk element of select's own buffers: two float flags (the bin index of the
+# first pass reuses them) and one bool
+SELECT_WORK_BYTES = 9
+# per collected key: its position (int64) and key while collected, then the copies,
+# flags and indices of resolving; a chunk's list of in-range positions is 8 per key more
+BAND_BYTES, RESOLVE_BYTES, POS_BYTES = 12, 18, 8
+COLLECT_BYTES = BAND_BYTES + RESOLVE_BYTES
+TIE_BYTES = 40  # per tied key of a chunk whose ties are picked: positions, hashes, their compares
+WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
+MAX_PASSES = len(NARROW) + 1
 
 
-class NeedExact(Exception):
-    """The threshold lies at or below a source's floor: score pruned positions -inf instead."""
+def hist_bytes(digits) -> int:
+    """Bytes of the counts while a digit is resolved: histogram, one bincount result, the
+    re-ordered copy and its running sum (int64 each)."""
+    return 4 * 8 * (1 << max(digits))
 
 
-@dataclass
-class Cut:
-    """Prune every live position with key < tau, the positions drop_flat[j] (ascending,
-    within tensor j), and the first ties[(j, a)] positions with key == tau in chunk (j, a);
-    or every live position when prune_all. Everything below `committed` is pruned already.
-    `drop` gives drop_flat chunk by chunk: {(j, a): chunk-local positions}."""
-    tau: float = -INF
-    drop_flat: dict = field(default_factory=dict)
-    ties: dict = field(default_factory=dict)
-    prune_all: bool = False
-    passes: int = 0
-    committed: float = -INF
-    overshoot: int = 0
-    chunk: int = 1
-    _drop: dict = field(default=None, repr=False, compare=False)
-
-    @property
-    def drop(self) -> dict:
-        if self._drop is None:
-            self._drop = {}
-            for j, flat in self.drop_flat.items():
-                ids, counts = torch.unique_consecutive(torch.div(flat, self.chunk, rounding_mode="floor"),
-                                                       return_counts=True)
-                for c, part in zip(ids.tolist(), torch.split(flat, counts.tolist())):
-                    self._drop[(j, c * self.chunk)] = part - c * self.chunk
-        return self._drop
-
-    def needs_pass(self) -> bool:
-        """Whether positions below tau, or ties, remain to be pruned by a pass over the keys."""
-        return self.prune_all or bool(self.ties) or self.tau > self.committed
+def _digit_bytes(width) -> int:
+    return 4 * 8 * (1 << width)
 
 
 class Ledger:
@@ -97,269 +87,294 @@ class Ledger:
         self.now -= int(n)
 
 
+@dataclass
+class Selection:
+    """What prune_lowest did: the threshold, ties pruned at it, and the work it took."""
+    dead: list = field(default_factory=list)  # pruned positions per tensor afterwards
+    tau: float = -INF  # keys below tau are pruned; `tie_drops` of the keys equal to it too
+    ties: int = 0  # keys equal to tau
+    tie_drops: int = 0
+    passes: int = 0  # scoring passes over the chunks (at most MAX_PASSES)
+    chunk_visits: int = 0  # chunks scored, all passes together
+    collected: bool = False  # the cut bin was small enough to resolve from memory
+
+
 def chunks(source):
     for j, n in enumerate(source.sizes):
         for a in range(0, n, source.chunk):
             yield j, a, min(a + source.chunk, n)
 
 
-def _ordered(x: float) -> int:
-    i = struct.unpack("<i", struct.pack("<f", x))[0]
-    return i if i >= 0 else -(i & 0x7FFFFFFF)
-
-
-def _from_ordered(k: int) -> float:
-    bits = k if k >= 0 else (-k) | 0x80000000
+def bits_to_float(bits: int) -> float:
     return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
 
 
-def next_up(x: float) -> float:
-    """The next float32 above x (x a float32 value)."""
-    return INF if x == INF else _from_ordered(_ordered(x) + 1)
+def float_to_bits(x: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", x))[0]
 
 
-def next_down(x: float) -> float:
-    return -INF if x == -INF else _from_ordered(_ordered(x) - 1)
+def signed_order(hist: torch.Tensor) -> torch.Tensor:
+    """A histogram of a first digit (sign bit on top), re-indexed in ascending float
+    order: negative patterns first, counting down (a larger pattern is more negative)."""
+    half = hist.numel() // 2
+    return torch.cat([hist[half:].flip(0), hist[:half]])
 
 
-def count(flags: torch.Tensor) -> int:
-    """Number of ones in a 0/1 float tensor (exact: chunks hold fewer than 2**24 elements)."""
-    return int(flags.sum())
+def signed_digit(rank: int, width: int) -> int:
+    """The first-digit pattern at position `rank` of signed_order."""
+    half = 1 << (width - 1)
+    return rank - half if rank >= half else (1 << width) - 1 - rank
 
 
-def positions(flags: torch.Tensor) -> torch.Tensor:
-    """Indices (ascending) of the ones of a sparse 0/1 float tensor.
+def value_range(prefix: int, used: int) -> tuple:
+    """(lowest, highest) float32 value whose pattern starts with the `used`-bit `prefix`.
+    NaN patterns count as the infinity next to them; -0.0 is not a key (module notes)."""
+    s = 32 - used
+    first, last = prefix << s, (prefix << s) | ((1 << s) - 1)
+    negative = first >> 31
 
-    nonzero() scans element by element; summing the tensor viewed as ROW rows first is
-    vectorized and finds the few columns that hold any one, then only those are scanned."""
-    n = flags.numel()
-    m = n - n % ROW
-    out = []
-    if m:
-        grid = flags[:m].view(ROW, -1)
-        cols = grid.sum(dim=0).nonzero().view(-1)
-        hit = grid.index_select(1, cols).nonzero()
-        # nonzero lists the hits row by row and the columns ascend: positions come out sorted
-        out.append(cols.index_select(0, hit[:, 1]).add_(hit[:, 0], alpha=grid.shape[1]))
-    if n > m:
-        out.append(flags[m:].nonzero().view(-1) + m)  # the tail comes after the grid
-    if not out:
-        return torch.zeros(0, dtype=torch.long, device=flags.device)
-    return out[0] if len(out) == 1 else torch.cat(out)
+    def value(p):
+        if p & 0x7FFFFFFF > POS_INF_BITS:
+            return -INF if negative else INF
+        return bits_to_float(p)
+    if negative:
+        return value(last), value(max(first, 0x80000001))
+    return value(first), value(last)
 
 
-def _prime_at_least(n: int) -> int:
-    n = max(2, n)
-    while any(n % d == 0 for d in range(2, int(n ** 0.5) + 1)):
-        n += 1
-    return n
+def _rank_of_count(hist: torch.Tensor, k: int) -> tuple:
+    """(index, count before it): the bin of an ordered histogram holding the k-th smallest
+    key (1-based)."""
+    cum = torch.cumsum(hist, 0)
+    rank = int(torch.searchsorted(cum, torch.tensor([k], dtype=cum.dtype, device=cum.device)))
+    return rank, (int(cum[rank - 1]) if rank else 0)
 
 
-def _quantiles(values: torch.Tensor, ks) -> list:
-    """The k-th smallest values (1-based k), all in one selection pass on CPU."""
-    if values.device.type == "cpu":
-        import numpy as np
-        part = np.partition(values.numpy(), [k - 1 for k in ks])
-        return [float(part[k - 1]) for k in ks]
-    return [float(torch.kthvalue(values, k).values) for k in ks]
+def tie_quota(d: int, total: int, seen: int, here: int) -> int:
+    """Ties pruned in a chunk holding `here` of `total` ties at tau, `seen` in chunks before:
+    the running share of `d`. Summed over the chunks it is exactly d."""
+    return (d * (seen + here)) // total - (d * seen) // total
 
 
-def _bracket(source, keep, alive, *, sample_size, z_lo, z_hi, generator, ledger):
-    """[lo, hi] around the threshold from a strided sample: a prime stride never lines up
-    with a row length, the offset is random, and unlike random gathers it streams."""
-    total = sum(source.sizes)
-    if total <= sample_size:
-        return -FMAX, INF  # small enough to hold every key of the band at once
-    stride = _prime_at_least(total // sample_size)
-    live, held = [], 0
-    for j, n in enumerate(source.sizes):
-        start = int(torch.randint(min(stride, n), (1,), generator=generator))
-        keys = source.sample(j, start, stride)
-        live.append(keys[keys > source.floor])
-        held += keys.numel() * 13  # keys, scratch, the live mask
-        ledger.hold(keys.numel() * 13)
-    live = torch.cat(live)
-    ledger.hold(live.numel() * 8)  # and the partition's copy
-    nv = live.numel()
-    lo, hi = -FMAX, INF
-    if nv:
-        frac = (alive - keep) / alive  # share of the live weights that goes
-        rank = frac * nv
-        sd = math.sqrt(nv * frac * (1.0 - frac)) + 1.0
-        k_lo, k_hi = math.floor(rank - z_lo * sd), math.ceil(rank + z_hi * sd)
-        ks = [k for k in (k_lo, k_hi) if 1 <= k <= nv]
-        q = dict(zip(ks, _quantiles(live, ks)))
-        lo = max(q.get(k_lo, -FMAX), -FMAX)
-        hi = q.get(k_hi, INF)
-    ledger.free(held + live.numel() * 8)
-    return lo, hi
+_M31 = (1 << 31) - 1
 
 
-def _count(source, lo, hi, cap, ledger, commit=None):
-    """#keys > hi, #keys in [lo, hi], #keys < lo, [(j, a, #band keys)], [(j, a, positions
-    in tensor j, keys)] of the band (None when it holds more than `cap` keys), and the
-    bytes the band holds in `ledger` (the caller frees them). With `commit`, every position
-    with key < lo is pruned on the way: commit(j, a, b, keep, n_pruned), keep 1.0 / 0.0.
-    A NaN key would count as below lo."""
-    n_gt = n_band = n_below = 0
-    per_chunk, band = [], []
-    held = 0
-    dev = None
-    for j, a, b in chunks(source):
-        n = b - a
-        ledger.hold(n * CHUNK_WORK_BYTES)
-        key = source.keys(j, a, b)
-        if dev != key.device:
-            dev = key.device
-            use_np = dev.type == "cpu" and key.dtype == torch.float32
-            if use_np:
-                import numpy as np
-                ge_buf, gt_buf = np.empty(source.chunk, dtype=bool), np.empty(source.chunk, dtype=bool)
-                keep_buf = torch.empty(source.chunk, device=dev)
-            else:
-                flag_buf = torch.empty(2 * source.chunk, device=dev)
-        if use_np:
-            # numpy compares into bool arrays, counts them and lists a sparse one's ones
-            # several times faster than torch does on the CPU (one thread, and the chunk
-            # is in cache); the kept flags the commit needs stay float
-            kn = key.numpy()
-            ge, gt = np.greater_equal(kn, lo, out=ge_buf[:n]), np.greater(kn, hi, out=gt_buf[:n])
-            c_ge, c_gt = int(np.count_nonzero(ge)), int(np.count_nonzero(gt))
-            keep = torch.ge(key, lo, out=keep_buf[:n]) if commit is not None else None
-        else:
-            flags = flag_buf[:2 * n].view(2, n)
-            keep = torch.ge(key, lo, out=flags[0])
-            torch.gt(key, hi, out=flags[1])
-            c_ge, c_gt = (int(c) for c in flags.sum(dim=1).tolist())
-        n_gt += c_gt
-        n_below += n - c_ge
-        if commit is not None:
-            commit(j, a, b, keep, n - c_ge)
-        nb = c_ge - c_gt  # each key > hi is >= lo too
-        if nb:
-            n_band += nb
-            per_chunk.append((j, a, nb))
-            if band is not None and n_band <= cap:
-                if use_np:
-                    idx = np.flatnonzero(np.greater(ge, gt, out=ge))
-                    val = torch.from_numpy(kn[idx])
-                    idx += a
-                    pos = torch.from_numpy(idx)
-                else:
-                    pos = positions(flags[0].sub_(flags[1]))  # the commit is done with them
-                    val = key.index_select(0, pos)
-                    pos.add_(a)
-                band.append((j, a, pos, val))  # positions within tensor j
-                held += pos.numel() * 12
-                ledger.hold(pos.numel() * 12)
-            else:
-                band = None
-        ledger.free(n * CHUNK_WORK_BYTES)
-    return n_gt, n_band, n_below, per_chunk, band, held
+def position_hash(pos: torch.Tensor) -> torch.Tensor:
+    """A bijection of [0, 2**31) (int64 in and out) that scatters neighbouring positions:
+    odd multipliers and right xor-shifts are each invertible modulo 2**31."""
+    h = pos.bitwise_and(_M31).mul_(0x2545F491).bitwise_and_(_M31)
+    h.bitwise_xor_(h >> 15).mul_(0x1B873593).bitwise_and_(_M31)
+    return h.bitwise_xor_(h >> 13)
 
 
-def _first(per_chunk, drop) -> dict:
-    """Spread `drop` tied prunes over the chunks in position order."""
-    ties = {}
-    for j, a, c in per_chunk:
-        if drop <= 0:
-            break
-        ties[(j, a)] = min(c, drop)
-        drop -= ties[(j, a)]
-    return ties
+def pick_ties(positions: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+    """The k of `positions` (ascending) whose global index offset + position has the
+    smallest hash; equal hashes (possible beyond 2**31 weights) go by position."""
+    if k >= positions.numel():
+        return positions
+    h = position_hash(positions + offset)
+    kth = int(torch.kthvalue(h, k).values)
+    chosen = positions[h < kth]
+    more = k - chosen.numel()
+    if more:
+        chosen = torch.cat([chosen, positions[h == kth][:more]])
+    return chosen
 
 
-def _resolve(band, n_band, r, lo, chunk, ledger) -> Cut:
-    """Keep the r largest band keys (0 <= r <= n_band), ties broken by position."""
-    cut = Cut(tau=lo, chunk=chunk)  # every key below the band goes
-    if r == n_band:
-        return cut
-    # the keys, their partition's copy, flags, then the drops (at most the band's positions)
-    ledger.hold(n_band * 18)
-    goes = None
-    if r > 0:
-        allv = torch.cat([v for _, _, _, v in band])  # in position order: chunks, then ascending
-        tau = _quantiles(allv, [n_band - r + 1])[0]  # the r-th largest: the smallest kept
-        greater = int(torch.count_nonzero(allv > tau))
-        eq = allv == tau
-        ties = int(torch.count_nonzero(eq)) - (r - greater)  # equal keys that go: the first ones
-        goes = torch.lt(allv, tau, out=eq) if ties <= 0 else _goes_with_ties(allv, tau, eq, ties)
-        del allv, eq
-    at = 0
-    for j, group in itertools.groupby(band, key=lambda e: e[0]):  # a tensor's chunks are adjacent
-        pos = [e[2] for e in group]
-        pos = pos[0] if len(pos) == 1 else torch.cat(pos)
-        if goes is not None:
-            at, pos = at + pos.numel(), pos[goes[at:at + pos.numel()]]
-        if pos.numel():
-            cut.drop_flat[j] = pos
-    ledger.free(n_band * 18)
-    return cut
+def positions(flags: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Ascending indices (int64) of the ones of a sparse 0/1 float tensor (`scratch`: bool,
+    its length). numpy's scan of a bool array is twice as fast as torch.nonzero on CPU."""
+    if flags.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(torch.gt(flags, 0, out=scratch).numpy()))
+    return torch.nonzero(flags).view(-1)
 
 
-def _goes_with_ties(allv, tau, eq, ties):
-    """allv < tau, and the first `ties` positions of allv == tau (`eq`, reused)."""
-    first = eq.nonzero().view(-1)[:ties]
-    goes = torch.lt(allv, tau, out=eq)
-    goes[first] = True
-    return goes
+def _check_finite(hist, dead_total, shift):
+    pos_inf, neg_inf, half = POS_INF_BITS >> shift, NEG_INF_BITS >> shift, hist.numel() // 2
+    nan = int(hist[pos_inf + 1:half].sum()) + int(hist[neg_inf + 1:].sum())
+    if nan or int(hist[neg_inf]) != dead_total:
+        raise RuntimeError("pruning scores are not finite numbers (NaN or -inf among the live weights); "
+                           "check the weights and the optimizer state for NaN")
 
 
-def find_cut(source, keep, alive, *, generator, commit=None, sample_size=1 << 19, z=3.0, z_commit=6.0,
-             band_cap=None, ledger=None) -> Cut:
-    """The Cut that leaves exactly `keep` of the `alive` live positions of `source`.
+def digits_for(weight_bytes: int, budget: float) -> tuple:
+    """WIDE digits (two scoring passes on most inputs) once their counts fit in a quarter
+    of the update's memory budget; NARROW ones (at most four) below that."""
+    return WIDE if hist_bytes(WIDE) <= budget * weight_bytes / 4 else NARROW
 
-    With `commit(j, a, b, keep_flags, n_pruned)`, positions below the bracket are pruned during the
-    counting pass (see the module notes); the Cut then says what is left to do."""
+
+def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
+                 ledger: Ledger | None = None) -> Selection:
+    """Prune exactly `count` live positions of `source`, those with the lowest scores.
+
+    At most len(digits) + 1 scoring passes; `cap` keys of the bin holding the cut are
+    collected and resolved in memory (default: one chunk's worth); module notes."""
     ledger = ledger or Ledger()
-    if keep >= alive:
-        return Cut()
-    if keep <= 0:
-        return Cut(prune_all=True)
-    total = sum(source.sizes)
-    cap = band_cap or max(sample_size, total // 64)
-    first = next_up(source.floor)  # the lowest key that counts as live
-    optimistic = commit is not None and total > sample_size
-    lo, hi = _bracket(source, keep, alive, sample_size=sample_size, z_lo=z_commit if optimistic else z,
-                      z_hi=z, generator=generator, ledger=ledger)
-    lo = max(lo, first)
-    hi = max(hi, lo)
-    low, high = first, INF  # what the counts have proven about the threshold so far
-    committed = -INF
-    for passes in range(1, 200):
-        # below a proven bound (or the sample's 6-sigma low end, on the first pass) is safe to
-        # prune now; never at the floor, where live weights may score exactly 0
-        safe = lo > first and (lo == low or (optimistic and passes == 1))
-        this_commit = commit if commit is not None and safe else None
-        n_gt, n_band, n_below, per_chunk, band, held = _count(source, lo, hi, cap, ledger, this_commit)
-        if this_commit is not None:
-            committed = max(committed, lo)
-        # what lies below lo is pruned already when it is all dead: no pass needed for it
-        settled = max(committed, lo) if n_below == total - alive else committed
-        r = keep - n_gt
-        if band is None or not 0 <= r <= n_band:
-            ledger.free(held)  # the band is not resolved: dropped
-        if r > n_band and committed >= lo:  # the threshold was below the committed bracket
-            return Cut(tau=lo, passes=passes, committed=committed, overshoot=r - n_band)
-        if r > n_band and lo <= first and source.floor > -INF:
-            raise NeedExact()  # live weights scoring exactly 0 must be ranked too
-        if (r < 0 and hi == INF) or (r > n_band and lo <= first):
-            break  # fewer finite keys than live weights: NaN in the weights or the state
-        if r < 0:  # the threshold is above the band
-            low = next_up(hi)
-            lo, hi = low, high
-        elif r > n_band:  # below it
-            high = next_down(lo)
-            lo, hi = low, high
-        elif band is None and lo == hi:  # one value, many ties: counts suffice
-            return Cut(tau=lo, ties=_first(per_chunk, n_band - r), passes=passes, committed=settled)
-        elif band is None:  # inside, but too many keys to hold: bisect the float order
-            low, high = lo, hi
-            lo = min(_from_ordered((_ordered(lo) + _ordered(min(hi, FMAX))) // 2 + 1), hi)
-        else:
-            cut = _resolve(band, n_band, r, lo, source.chunk, ledger)
+    dead = list(source.dead)
+    dead_total = sum(dead)
+    alive = sum(source.sizes) - dead_total
+    if not 0 <= count <= alive:
+        raise ValueError(f"cannot prune {count} of {alive} live weights")
+    if sum(digits) != 32:
+        raise ValueError(f"radix digits {digits} must cover the 32 bits of a float32")
+    sel = Selection(dead=dead)
+    if count == 0:
+        return sel
+    chunk = source.chunk
+    cap = max(0, int(chunk if cap is None else cap))
+    work = chunk * SELECT_WORK_BYTES
+    ledger.hold(work)
+    try:
+        flags = torch.empty(2, chunk, device=source.device)
+        bools = torch.empty(chunk, dtype=torch.bool, device=source.device)
+        if count == alive:
+            return _prune_all(source, sel, flags[0])
+        # 1. counts of the first digit
+        exact = source.dead_key is None
+        width = digits[0]
+        shift = 32 - width
+        ledger.hold(_digit_bytes(width))
+        hist = torch.zeros(1 << width, dtype=torch.int64, device=source.device)
+        for j, a, b in chunks(source):
+            key = source.keys(j, a, b, exact)
+            ix = flags[0, :b - a].view(torch.int32)
+            if width == 16:
+                ix.copy_(key.view(torch.uint16)[1::2])  # little-endian: every second half is a high one
+            else:
+                torch.bitwise_right_shift(key.view(torch.int32), shift, out=ix).bitwise_and_((1 << width) - 1)
+            hist += torch.bincount(ix, minlength=1 << width)
+            sel.chunk_visits += 1
+        sel.passes = 1
+        if not exact:  # pruned positions showed dead_key: count them as -inf
+            hist[float_to_bits(source.dead_key) >> shift] -= dead_total
+            hist[NEG_INF_BITS >> shift] += dead_total
+        _check_finite(hist, dead_total, shift)
+        goal = dead_total + count  # the goal lowest keys are pruned afterwards (dead ones at -inf)
+        rank, below = _rank_of_count(signed_order(hist), goal)
+        prefix, used = signed_digit(rank, width), width
+        negative = prefix >> (width - 1)
+        in_range, r = int(hist[prefix]), goal - below  # keys in the range, and how many of them go
+        del hist
+        ledger.free(_digit_bytes(width))
+        lo, hi = value_range(prefix, used)
+        # a pruned position's dead_key inside the range would mix with live keys there
+        exact = exact or lo <= source.dead_key <= hi
+
+        chunk_dead = {}
+        todo = list(chunks(source))
+        level = 1
+        while used < 32:
+            # 2. prune below the range; collect its keys, or count their next digit
+            collect = in_range <= cap
+            width = digits[level]
+            shift = 32 - used - width
+            counts, band, held, next_todo = None, [], 0, []
+            if not collect:
+                held = _digit_bytes(width)
+                ledger.hold(held)
+            for j, a, b in todo:
+                n = b - a
+                key = source.keys(j, a, b, exact)
+                keep = torch.ge(key, lo, out=flags[0, :n])
+                torch.gt(key, hi, out=flags[1, :n])
+                n_keep, n_above = (int(c) for c in flags[:, :n].sum(dim=1).tolist())
+                if n_keep < n:
+                    source.prune(j, a, b, keep)
+                chunk_dead[(j, a)] = n - n_keep
+                sel.chunk_visits += 1
+                if n_keep == n_above:
+                    continue
+                next_todo.append((j, a, b))
+                pos = positions(keep.sub_(flags[1, :n]), bools[:n])
+                ledger.hold(pos.numel() * (POS_BYTES + 4))  # the list, and the keys or digits it picks
+                if collect:
+                    band.append((j, pos + a, key.index_select(0, pos)))
+                    held += pos.numel() * BAND_BYTES
+                    ledger.hold(pos.numel() * BAND_BYTES)
+                else:
+                    d = key.view(torch.int32).index_select(0, pos).bitwise_right_shift_(shift)
+                    c = torch.bincount(d.bitwise_and_((1 << width) - 1), minlength=1 << width)
+                    counts = c if counts is None else counts.add_(c)
+                ledger.free(pos.numel() * (POS_BYTES + 4))
+            sel.passes += 1
+            if collect:
+                ledger.hold(in_range * RESOLVE_BYTES)
+                _resolve(source, sel, band, r, chunk_dead)
+                ledger.free(held + in_range * RESOLVE_BYTES)
+                return _finish(sel, chunk_dead, dead, dead_total + count)
+            ordered = counts.flip(0) if negative else counts  # below 0 a larger pattern is lower
+            rank, below = _rank_of_count(ordered, r)
+            digit = (1 << width) - 1 - rank if negative else rank
+            in_range, r = int(counts[digit]), r - below
+            prefix, used, level = (prefix << width) | digit, used + width, level + 1
+            lo, hi = value_range(prefix, used)
+            todo = next_todo
             ledger.free(held)
-            cut.passes, cut.committed = passes, settled
-            return cut
-    raise RuntimeError("pruning threshold search did not converge; the scores are not finite numbers "
-                       "(check the weights and the optimizer state for NaN)")
+
+        # 3. one value left: prune below it and the chosen ties
+        sel.tau, sel.ties, sel.tie_drops = lo, in_range, r
+        seen = 0
+        for j, a, b in todo:
+            n = b - a
+            key = source.keys(j, a, b, exact)
+            keep = torch.ge(key, sel.tau, out=flags[0, :n])
+            tied = torch.eq(key, sel.tau, out=flags[1, :n])
+            t_c = int(tied.sum())
+            q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
+            seen += t_c
+            if q:
+                ledger.hold(t_c * TIE_BYTES)
+                keep.index_fill_(0, pick_ties(torch.nonzero(tied).view(-1), source.offsets[j] + a, q), 0.0)
+                ledger.free(t_c * TIE_BYTES)
+            source.prune(j, a, b, keep)
+            chunk_dead[(j, a)] = n - int(keep.sum())
+            sel.chunk_visits += 1
+        sel.passes += 1
+        return _finish(sel, chunk_dead, dead, dead_total + count)
+    finally:
+        ledger.free(work)
+
+
+def _resolve(source, sel, band, r, chunk_dead):
+    """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)]."""
+    sel.collected = True
+    allk = torch.cat([k for _, _, k in band])
+    sel.tau = float(torch.kthvalue(allk, r).values)
+    sel.ties = int((allk == sel.tau).sum())
+    sel.tie_drops = r - int((allk < sel.tau).sum())
+    del allk
+    drops, seen = {}, 0
+    for j, pos, k in band:
+        tied = k == sel.tau
+        t_c = int(tied.sum())
+        go = pos[k < sel.tau]
+        q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
+        seen += t_c
+        if q:
+            go = torch.cat([go, pick_ties(pos[tied], source.offsets[j], q)])
+        if go.numel():
+            drops.setdefault(j, []).append(go)
+    for j, parts in drops.items():
+        pos = parts[0] if len(parts) == 1 else torch.cat(parts)
+        source.prune_at(j, pos)
+        chunk_dead[(j, -1)] = pos.numel()
+
+
+def _finish(sel, chunk_dead, dead, want):
+    for j in range(len(dead)):
+        dead[j] = 0
+    for (j, _), c in chunk_dead.items():
+        dead[j] += c
+    if sum(dead) != want:
+        raise RuntimeError(f"pruning left {sum(dead)} weights pruned instead of {want}: the scores changed "
+                           "between passes (NaN in the weights or the optimizer state?)")
+    return sel
+
+
+def _prune_all(source, sel, keep):
+    keep.zero_()
+    for j, a, b in chunks(source):
+        source.prune(j, a, b, keep[:b - a])
+        sel.chunk_visits += 1
+    sel.dead = list(source.sizes)
+    return sel
