@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lib.pruning import nm as nm_masks
 from lib.pruning import scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
@@ -74,7 +75,7 @@ class _Keys:
 class Pruner:
     def __init__(self, optimizer, named_params, *, method, variant=None, target=0.0, warmup_end=0,
                  ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None,
-                 sample_size=1 << 19):
+                 sample_size=1 << 19, nm=None):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r}; use one of none, {', '.join(METHODS)}")
         if scope not in SCOPES:
@@ -92,6 +93,7 @@ class Pruner:
         self.method, self.variant = method, variant
         self.target, self.warmup_end, self.ramp_end = float(target), warmup_end, ramp_end
         self.frequency, self.shape = frequency, shape
+        self.nm = nm_masks.NMPattern(nm, self.names, self.params, self.target) if nm else None  # "2:4"
         self.scope = "layer" if (scope == "layer" or variant == "bitter4") else "global"
         self.nonnegative = method == "magnitude" or (method == "state" and variant != "bitter5")
         on_gpu = self.params[0].device.type != "cpu"
@@ -138,7 +140,9 @@ class Pruner:
         ledger = Ledger()
         gen = torch.Generator().manual_seed(_SEED + t)
         with torch.no_grad():
-            if self.scope == "global":
+            if self.nm is not None:  # N:M semi-structured masks
+                nm_masks.update(self, s, goal, ledger)
+            elif self.scope == "global":
                 self._cut(range(len(self.params)), self.total - goal, gen, ledger)
             else:
                 frac = (depth_fractions(self.sizes, s) if self.variant == "bitter4" else [s] * len(self.sizes))
