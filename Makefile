@@ -9,7 +9,7 @@ DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
 .DEFAULT_GOAL := run
 .PHONY: run deps help menuconfig list-defconfigs olddefconfig savedefconfig allnoconfig \
 	alldefconfig test test-slow test-matrix report bench bench-lenet5 bench-gpt2 \
-	prepare-gpt2-data clean mrproper
+	prepare-gpt2-data export bench-sparse clean mrproper
 
 run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
 	$(PY) scripts/run.py $(if $(FRESH),--fresh) $(if $(FORCE),--force)
@@ -68,6 +68,12 @@ bench-lenet5: $(STAMP) ## LeNet-5 epoch and run time on this machine
 
 bench-gpt2: $(STAMP) ## GPT-2 training throughput on this machine
 	$(PY) scripts/bench_gpt2.py $(ARGS)
+
+export: $(STAMP) ## Write RUN's export/ (safetensors, compact sparse, HF GPT-2); WHICH=best|last
+	$(PY) scripts/export.py $(if $(RUN),--run $(RUN)) $(if $(WHICH),--which $(WHICH))
+
+bench-sparse: $(STAMP) ## Dense vs sparse (CSR; 2:4 on CUDA) time and memory of RUN's export
+	$(PY) scripts/bench_sparse.py $(if $(RUN),--run $(RUN)) $(ARGS)
 
 # CI (CI=true) has the time for the slow tests too.
 test: $(STAMP) ## Run the fast test suite (and the slow ones under CI)

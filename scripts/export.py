@@ -14,7 +14,6 @@ from lib.export.cli import main  # noqa: E402
 
 
 def body(argv=None) -> int:
-    from lib.extras import ensure
     from lib.export.find_run import run_from_args
     from lib.export.write import export
 
@@ -22,7 +21,6 @@ def body(argv=None) -> int:
     parser.add_argument("--run", default=None, help="run directory (default: newest finished run of the config)")
     parser.add_argument("--which", default="best", help="best (default) or last checkpoint")
     args = parser.parse_args(argv)
-    ensure("safetensors", why="make export")
     export(run_from_args(args.run), args.which)
     return 0
 

@@ -1,0 +1,186 @@
+"""`make bench-sparse`: does the exported sparsity buy speed on this machine? Measured, not claimed.
+
+For every prunable layer, on the input it really sees at the run's batch shape (captured
+from one dense forward of a random batch), and for the whole forward pass:
+  dense     the layer's own op (F.linear / F.conv2d) with the exported dense weight;
+  csr       the weight as torch's sparse CSR (CPU and CUDA): F.linear on a CSR weight;
+            a convolution as im2col (F.unfold, its cost included) then CSR x columns;
+  2:4       CUDA only, layers whose masks are exactly 2 of every 4: torch.sparse's
+            to_sparse_semi_structured on a half-precision copy (reported against a dense
+            half-precision F.linear, which is the fair baseline there).
+Times are the best of several repeats of a loop of at least `min_time` seconds (other
+processes only ever add time); ratio = sparse / dense, above 1 means sparse is slower.
+Memory is the bytes of each weight format (CSR: values + column indices + row pointers).
+Every sparse result is checked against the dense one before it is timed.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPEATS = 5
+
+
+def best_time(fn, min_time: float = 0.05, repeats: int = REPEATS) -> float:
+    """Seconds per call: the best of `repeats` loops, each of enough calls to last `min_time`."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    fn()
+    sync()
+    calls, start = 1, time.perf_counter()
+    while True:  # size the loop
+        for _ in range(calls):
+            fn()
+        sync()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            break
+        calls *= 2
+        start = time.perf_counter()
+    best = elapsed / calls
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def csr_bytes(w: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in (w.values(), w.col_indices(), w.crow_indices()))
+
+
+def dense_bytes(w: torch.Tensor) -> int:
+    return w.numel() * w.element_size()
+
+
+class CsrLinear(nn.Module):
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        self.weight = layer.weight.detach().to_sparse_csr()
+        self.bias = None if layer.bias is None else layer.bias.detach()
+
+    def forward(self, x):
+        return F.linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias).view(*x.shape[:-1], -1)
+
+
+class CsrConv2d(nn.Module):
+    """im2col + CSR matmul: torch offers no sparse convolution on dense inputs."""
+
+    def __init__(self, layer: nn.Conv2d):
+        super().__init__()
+        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError("only zero-padded, ungrouped convolutions with numeric padding")
+        self.conv = layer
+        self.weight = layer.weight.detach().reshape(layer.out_channels, -1).to_sparse_csr()
+        self.bias = None if layer.bias is None else layer.bias.detach()
+
+    def forward(self, x):
+        c = self.conv
+        b, _, h, w = x.shape
+        cols = F.unfold(x, c.kernel_size, dilation=c.dilation, padding=c.padding, stride=c.stride)  # [B, K, L]
+        oh = (h + 2 * c.padding[0] - c.dilation[0] * (c.kernel_size[0] - 1) - 1) // c.stride[0] + 1
+        ow = (w + 2 * c.padding[1] - c.dilation[1] * (c.kernel_size[1] - 1) - 1) // c.stride[1] + 1
+        out = F.linear(cols.transpose(1, 2).reshape(-1, cols.shape[1]), self.weight, self.bias)  # [B*L, out]
+        return out.view(b, oh * ow, -1).transpose(1, 2).reshape(b, -1, oh, ow)
+
+
+def csr_module(layer: nn.Module) -> nn.Module:
+    if isinstance(layer, nn.Linear):
+        return CsrLinear(layer)
+    if isinstance(layer, nn.Conv2d):
+        return CsrConv2d(layer)
+    raise ValueError(f"no CSR form for {type(layer).__name__}")
+
+
+def is_2_4(w: torch.Tensor) -> bool:
+    rows = w.reshape(w.shape[0], -1)
+    return rows.shape[1] % 4 == 0 and bool(((rows.view(-1, 4) != 0).sum(dim=1) <= 2).all())
+
+
+def _semi_structured(layer, x, dense_s):
+    """(seconds, bytes, note) of the 2:4 kernel on CUDA, or (None, None, why not)."""
+    if not torch.cuda.is_available() or layer.weight.device.type != "cuda":
+        return None, None, "needs CUDA"
+    if not isinstance(layer, nn.Linear) or not is_2_4(layer.weight):
+        return None, None, "not a 2:4 linear layer"
+    try:
+        from torch.sparse import to_sparse_semi_structured
+
+        w16 = layer.weight.detach().half()
+        x16 = x.reshape(-1, x.shape[-1]).half()
+        sw = to_sparse_semi_structured(w16)
+        out = F.linear(x16, sw)
+        if not torch.allclose(out.float(), F.linear(x16, w16).float(), atol=1e-2, rtol=1e-2):
+            return None, None, "2:4 result differs from dense"
+        t = best_time(lambda: F.linear(x16, sw))
+        dense16 = best_time(lambda: F.linear(x16, w16))
+        parts = [getattr(sw, a) for a in ("packed", "meta") if torch.is_tensor(getattr(sw, a, None))]
+        return t, sum(p.numel() * p.element_size() for p in parts), f"fp16; dense fp16 {dense16 * 1e3:.3f} ms"
+    except Exception as err:  # shape limits, no cuSPARSELt/CUTLASS kernel for this GPU ...
+        return None, None, f"unavailable: {str(err).splitlines()[0][:80] if str(err) else type(err).__name__}"
+
+
+def capture_inputs(model: nn.Module, names: list, batch) -> dict:
+    """The input each named layer receives in one forward of `batch`."""
+    seen, hooks = {}, []
+    modules = dict(model.named_modules())
+    for name in names:
+        hooks.append(modules[name].register_forward_pre_hook(lambda m, a, n=name: seen.__setitem__(n, a[0].detach())))
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def bench_layers(model: nn.Module, names: list, batch, min_time: float) -> list:
+    rows = []
+    modules = dict(model.named_modules())
+    inputs = capture_inputs(model, names, batch)
+    with torch.no_grad():
+        for name in names:
+            layer, x = modules[name], inputs[name]
+            w = layer.weight.detach()
+            row = {"layer": name, "shape": list(w.shape), "input": list(x.shape),
+                   "sparsity": 1.0 - int(torch.count_nonzero(w)) / w.numel(), "dense_bytes": dense_bytes(w)}
+            dense_s = best_time(lambda: layer(x), min_time)
+            row["dense_ms"] = dense_s * 1e3
+            sparse = csr_module(layer)
+            diff = float((sparse(x) - layer(x)).abs().max())
+            scale = float(layer(x).abs().max()) or 1.0
+            if diff > 1e-4 * scale + 1e-5:
+                raise RuntimeError(f"{name}: CSR result differs from dense by {diff}")
+            csr_s = best_time(lambda: sparse(x), min_time)
+            row.update(csr_ms=csr_s * 1e3, csr_ratio=csr_s / dense_s, csr_bytes=csr_bytes(sparse.weight),
+                       csr_max_abs_diff=diff)
+            t24, b24, note = _semi_structured(layer, x, dense_s)
+            row.update(semi_ms=None if t24 is None else t24 * 1e3, semi_ratio=None if t24 is None else t24 / dense_s,
+                       semi_bytes=b24, semi_note=note)
+            rows.append(row)
+    return rows
+
+
+def bench_forward(model: nn.Module, names: list, batch, min_time: float) -> dict:
+    sparse = copy.deepcopy(model)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = sparse.get_submodule(parent_name) if parent_name else sparse
+        setattr(parent, child, csr_module(getattr(parent, child)))
+    with torch.no_grad():
+        ref, got = model(batch), sparse(batch)
+        diff = float((ref - got).abs().max())
+        dense_s = best_time(lambda: model(batch), min_time)
+        csr_s = best_time(lambda: sparse(batch), min_time)
+    prunable = [dict(model.named_modules())[n].weight.detach() for n in names]
+    return {"layer": "whole forward", "input": list(batch.shape), "dense_ms": dense_s * 1e3, "csr_ms": csr_s * 1e3,
+            "csr_ratio": csr_s / dense_s, "csr_max_abs_diff": diff,
+            "dense_bytes": sum(dense_bytes(w) for w in prunable),
+            "csr_bytes": sum(csr_bytes(w.reshape(w.shape[0], -1).to_sparse_csr()) for w in prunable),
+            "sparsity": 1.0 - sum(int(torch.count_nonzero(w)) for w in prunable) / sum(w.numel() for w in prunable)}
