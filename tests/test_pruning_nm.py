@@ -137,3 +137,25 @@ def test_config_reaches_the_run_and_names_it():
     with pytest.raises(BadInput, match="end at exactly 50% sparsity"):
         plan(ninety, train_size=None, world_size=1, device_type="cpu", amp=None, compile=False,
              metric="perplexity", printer=lambda _l: None)
+
+
+def test_gpt2_run_with_2_4_masks_trains_exports_and_is_2_4(tmp_path, monkeypatch):
+    """Through the engine: a tiny GPT-2 with 2:4 masks ends exactly 2:4 in its exported weights."""
+    from lib import rundir
+    from lib.export.sparse_bench import is_2_4
+    from lib.export.write import export
+    from safetensors.torch import load_file
+    from tests.test_gpt2_train import gpt2_spec, start
+
+    monkeypatch.setenv("KNLP_NUM_THREADS", "1")
+    spec = gpt2_spec(tmp_path, PRUNING_MASK_NM="y")
+    assert spec.prune_nm == "2:4"
+    code, run_dir = start(tmp_path, spec)
+    assert code == 0, (run_dir / rundir.LOG).read_text()[-500:]
+    record = export(run_dir, "last", out=lambda _l: None)
+    dense = load_file(str(run_dir / "export" / "model.safetensors"))
+    layers = [n for n in dense if n.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                                              "mlp.c_proj.weight"))]
+    assert len(layers) == 8 and record["sparsity"] == 0.5
+    for name in layers:
+        assert ((dense[name].view(-1, 4) != 0).sum(dim=1) <= 2).all() and is_2_4(dense[name])
