@@ -129,3 +129,36 @@ def test_unfinished_run_is_refused(tmp_path):
     with pytest.raises(BadInput, match="not a finished run"):
         export(run_dir)
     assert not (run_dir / "export").exists()
+
+
+def test_default_run_is_the_newest_finished_one_of_the_config(tmp_path, runs):
+    import shutil
+
+    from lib.export.find_run import newest_finished_run
+
+    cfg = config.from_defconfig("lenet5-sample-bitter7").replace(**FAST, OUTPUT_DIR=str(tmp_path),
+                                                                  TEST_MATRIX_RESULTS_DIR=str(tmp_path / "r"))
+    with pytest.raises(BadInput, match="no finished run of the current config"):
+        newest_finished_run(cfg)
+    target = tmp_path / expand(cfg)[0].run_id
+    shutil.copytree(runs["adam"], target)
+    assert newest_finished_run(cfg) == target
+
+
+def test_resnet_export_loads_into_the_torchvision_constructor(tmp_path):
+    import torchvision
+    from safetensors.torch import load_file, save_file
+    from torch import nn
+
+    from lib.export.models import build_model, constructor_text
+
+    spec = expand(config.from_defconfig("resnet18-cifar10-bitter7"))[0]
+    model = build_model(spec)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    assert "num_classes=10" in constructor_text(spec) and "CIFAR stem" in constructor_text(spec)
+    net = torchvision.models.resnet18(weights=None, num_classes=10)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(net.eval()(x), model.eval()(x))

@@ -102,7 +102,7 @@ def is_2_4(w: torch.Tensor) -> bool:
     return rows.shape[1] % 4 == 0 and bool(((rows.view(-1, 4) != 0).sum(dim=1) <= 2).all())
 
 
-def _semi_structured(layer, x, dense_s):
+def _semi_structured(layer, x):
     """(seconds, bytes, note) of the 2:4 kernel on CUDA, or (None, None, why not)."""
     if not torch.cuda.is_available() or layer.weight.device.type != "cuda":
         return None, None, "needs CUDA"
@@ -160,7 +160,7 @@ def bench_layers(model: nn.Module, names: list, batch, min_time: float) -> list:
             csr_s = best_time(lambda: sparse(x), min_time)
             row.update(csr_ms=csr_s * 1e3, csr_ratio=csr_s / dense_s, csr_bytes=csr_bytes(sparse.weight),
                        csr_max_abs_diff=diff)
-            t24, b24, note = _semi_structured(layer, x, dense_s)
+            t24, b24, note = _semi_structured(layer, x)
             row.update(semi_ms=None if t24 is None else t24 * 1e3, semi_ratio=None if t24 is None else t24 / dense_s,
                        semi_bytes=b24, semi_note=note)
             rows.append(row)
