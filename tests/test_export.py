@@ -162,3 +162,19 @@ def test_resnet_export_loads_into_the_torchvision_constructor(tmp_path):
     net.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(net.eval()(x), model.eval()(x))
+
+
+def test_2_4_detection_and_the_guard_without_cuda():
+    from torch import nn
+
+    from lib.export import sparse_bench
+
+    w = torch.tensor([[1.0, 0, 2, 0, 0, 3, 4, 0], [0, 0, 0, 0, 1, 1, 0, 0]])
+    assert sparse_bench.is_2_4(w)
+    w[0, 1] = 5.0
+    assert not sparse_bench.is_2_4(w) and not sparse_bench.is_2_4(torch.ones(2, 6))
+    layer = nn.Linear(8, 2)
+    result = sparse_bench._semi_structured(layer, torch.randn(3, 8))
+    if not torch.cuda.is_available():
+        assert result == {"semi_ms": None, "semi_dense16_ms": None, "semi_ratio": None, "semi_bytes": None,
+                          "semi_note": "needs CUDA"}

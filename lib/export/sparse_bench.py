@@ -103,26 +103,29 @@ def is_2_4(w: torch.Tensor) -> bool:
 
 
 def _semi_structured(layer, x):
-    """(seconds, bytes, note) of the 2:4 kernel on CUDA, or (None, None, why not)."""
+    """{semi_ms, semi_dense16_ms, semi_ratio, semi_bytes, semi_note}: the 2:4 kernel on CUDA
+    against dense float16, or only a note saying why it was not measured."""
+    out = {"semi_ms": None, "semi_dense16_ms": None, "semi_ratio": None, "semi_bytes": None}
     if not torch.cuda.is_available() or layer.weight.device.type != "cuda":
-        return None, None, "needs CUDA"
+        return {**out, "semi_note": "needs CUDA"}
     if not isinstance(layer, nn.Linear) or not is_2_4(layer.weight):
-        return None, None, "not a 2:4 linear layer"
+        return {**out, "semi_note": "not a 2:4 linear layer"}
     try:
         from torch.sparse import to_sparse_semi_structured
 
         w16 = layer.weight.detach().half()
         x16 = x.reshape(-1, x.shape[-1]).half()
         sw = to_sparse_semi_structured(w16)
-        out = F.linear(x16, sw)
-        if not torch.allclose(out.float(), F.linear(x16, w16).float(), atol=1e-2, rtol=1e-2):
-            return None, None, "2:4 result differs from dense"
-        t = best_time(lambda: F.linear(x16, sw))
-        dense16 = best_time(lambda: F.linear(x16, w16))
-        parts = [getattr(sw, a) for a in ("packed", "meta") if torch.is_tensor(getattr(sw, a, None))]
-        return t, sum(p.numel() * p.element_size() for p in parts), f"fp16; dense fp16 {dense16 * 1e3:.3f} ms"
+        if not torch.allclose(F.linear(x16, sw).float(), F.linear(x16, w16).float(), atol=1e-2, rtol=1e-2):
+            return {**out, "semi_note": "2:4 result differs from dense"}
+        t, dense16 = best_time(lambda: F.linear(x16, sw)), best_time(lambda: F.linear(x16, w16))
+        parts = [getattr(sw, a, None) for a in ("packed", "meta", "packed_t", "meta_t")]
+        return {"semi_ms": t * 1e3, "semi_dense16_ms": dense16 * 1e3, "semi_ratio": t / dense16,
+                "semi_bytes": sum(p.numel() * p.element_size() for p in parts if torch.is_tensor(p)),
+                "semi_note": f"fp16: 2:4/dense {t / dense16:.2f}x"}
     except Exception as err:  # shape limits, no cuSPARSELt/CUTLASS kernel for this GPU ...
-        return None, None, f"unavailable: {str(err).splitlines()[0][:80] if str(err) else type(err).__name__}"
+        reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        return {**out, "semi_note": f"unavailable: {reason}"}
 
 
 def capture_inputs(model: nn.Module, names: list, batch) -> dict:
@@ -160,9 +163,7 @@ def bench_layers(model: nn.Module, names: list, batch, min_time: float) -> list:
             csr_s = best_time(lambda: sparse(x), min_time)
             row.update(csr_ms=csr_s * 1e3, csr_ratio=csr_s / dense_s, csr_bytes=csr_bytes(sparse.weight),
                        csr_max_abs_diff=diff)
-            t24, b24, note = _semi_structured(layer, x)
-            row.update(semi_ms=None if t24 is None else t24 * 1e3, semi_ratio=None if t24 is None else t24 / dense_s,
-                       semi_bytes=b24, semi_note=note)
+            row.update(_semi_structured(layer, x))
             rows.append(row)
     return rows
 
