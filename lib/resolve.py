@@ -26,7 +26,6 @@ Rules (SPEC):
 from __future__ import annotations
 
 from lib import hwdetect
-from lib.pruning import nm
 from lib.lr_schedule import check as check_lr
 from lib.task import BadInput
 
@@ -137,6 +136,8 @@ def validate(hp: dict) -> None:
     if hp["frequency"] < 1:
         raise BadInput(f"pruning frequency must be at least 1 step, got {hp['frequency']}")
     if hp.get("prune_nm"):
+        from lib.pruning import nm  # late: planning a sweep need not import torch
+
         try:
             nm.check_target(*nm.parse(hp["prune_nm"]), hp["target_sparsity"])
         except ValueError as err:

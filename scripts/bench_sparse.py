@@ -1,6 +1,6 @@
 """make bench-sparse: dense vs sparse (CSR; 2:4 on CUDA) time and memory of an exported run.
 
-    python scripts/bench_sparse.py [--run DIR] [--device auto|cpu|cuda] [--min-time S]
+    python scripts/bench_sparse.py [--run DIR] [--device auto|cpu|cuda] [--min-time S] [--repeats N]
 
 Without --run: the newest finished run of the current .config (export it first with
 'make export'). Writes <run>/export/bench_sparse.jsonl and prints a table.
@@ -22,8 +22,11 @@ def body(argv=None) -> int:
     parser.add_argument("--run", default=None, help="run directory (default: newest finished run of the config)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timing loop (default 0.05)")
+    parser.add_argument("--repeats", type=int, default=bench_run.sparse_bench.REPEATS,
+                        help="timing loops per figure, the best kept (default %(default)s)")
     args = parser.parse_args(argv)
-    bench_run.run(run_from_args(args.run), device=args.device, min_time=args.min_time)
+    bench_run.run(run_from_args(args.run), device=args.device, min_time=args.min_time,
+                  repeats=args.repeats)
     return 0
 
 

@@ -96,7 +96,7 @@ def test_compact_keeps_every_bit():
 def test_bench_sparse_prints_every_figure(runs, capsys):
     run_dir = runs["adam"]
     export(run_dir, "best", out=lambda _l: None)
-    rows = bench_run.run(run_dir, device="cpu", min_time=0.002)
+    rows = bench_run.run(run_dir, device="cpu", min_time=0.001, repeats=2)
     text = capsys.readouterr().out
     names = ["conv1", "conv2", "fc1", "fc2", "fc3", "whole forward"]
     assert [r["layer"] for r in rows] == names

@@ -70,7 +70,8 @@ def table(rows: list) -> str:
                     disable_numparse=True)
 
 
-def run(run_dir: Path | str, *, device: str = "auto", min_time: float = 0.05, out=print) -> list:
+def run(run_dir: Path | str, *, device: str = "auto", min_time: float = 0.05, repeats: int = sparse_bench.REPEATS,
+        out=print) -> list:
     run_dir = Path(run_dir)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,14 +80,16 @@ def run(run_dir: Path | str, *, device: str = "auto", min_time: float = 0.05, ou
     model, spec, hp, names = exported_model(run_dir)
     model = model.to(device)
     batch = batch_for(spec, hp, model, device)
-    rows = sparse_bench.bench_layers(model, names, batch, min_time)
-    rows.append(sparse_bench.bench_forward(model, names, batch, min_time))
+    if repeats < 1 or min_time <= 0:
+        raise BadInput(f"--repeats {repeats} and --min-time {min_time} must be positive")
+    rows = sparse_bench.bench_layers(model, names, batch, min_time, repeats)
+    rows.append(sparse_bench.bench_forward(model, names, batch, min_time, repeats))
     context = {"run_id": spec.run_id, "device": device, "threads": torch.get_num_threads(),
                "loadavg": os.getloadavg()[0], "torch": torch.__version__}
     path = run_dir / EXPORT / RESULTS
     path.write_text("".join(json.dumps({**context, **r}) + "\n" for r in rows))
     out(f"bench-sparse: {spec.run_id} on {device} ({context['threads']} threads, load average "
-        f"{context['loadavg']:.1f}), batch {list(batch.shape)}; times are best-of-{sparse_bench.REPEATS}")
+        f"{context['loadavg']:.1f}), batch {list(batch.shape)}; times are best-of-{repeats}")
     out(table(rows))
     slower = [r["layer"] for r in rows[:-1] if r["csr_ratio"] > 1]
     whole = rows[-1]

@@ -8,8 +8,8 @@ from one dense forward of a random batch), and for the whole forward pass:
   2:4       CUDA only, layers whose masks are exactly 2 of every 4: torch.sparse's
             to_sparse_semi_structured on a half-precision copy (reported against a dense
             half-precision F.linear, which is the fair baseline there).
-Times are the best of several repeats of a loop of at least `min_time` seconds (other
-processes only ever add time); ratio = sparse / dense, above 1 means sparse is slower.
+Times are the best of several repeats of a loop of at least `min_time` seconds, dense and
+sparse loops alternating (other processes only ever add time); ratio = sparse / dense, above 1 means sparse is slower.
 Memory is the bytes of each weight format (CSR: values + column indices + row pointers).
 Every sparse result is checked against the dense one before it is timed.
 """
@@ -22,31 +22,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPEATS = 5
+REPEATS = 7
 
 
-def best_time(fn, min_time: float = 0.05, repeats: int = REPEATS) -> float:
-    """Seconds per call: the best of `repeats` loops, each of enough calls to last `min_time`."""
+def best_times(*fns, min_time: float = 0.05, repeats: int = REPEATS) -> list:
+    """Seconds per call of each function: the best of `repeats` loops, each of enough calls to
+    last `min_time`. The functions' loops alternate, so on a shared machine a burst of load
+    hits all of them alike and their ratio stays fair (other processes only ever add time)."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
-    sync()
-    calls, start = 1, time.perf_counter()
-    while True:  # size the loop
-        for _ in range(calls):
-            fn()
-        sync()
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            break
-        calls *= 2
-        start = time.perf_counter()
-    best = elapsed / calls
-    for _ in range(repeats - 1):
+
+    def loop(fn, calls):
         start = time.perf_counter()
         for _ in range(calls):
             fn()
         sync()
-        best = min(best, (time.perf_counter() - start) / calls)
+        return time.perf_counter() - start
+
+    counts = []
+    for fn in fns:
+        loop(fn, 1)  # warm up
+        calls = 1
+        while loop(fn, calls) < min_time:
+            calls *= 2
+        counts.append(calls)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, (fn, calls) in enumerate(zip(fns, counts)):
+            best[i] = min(best[i], loop(fn, calls) / calls)
     return best
 
 
@@ -118,7 +120,7 @@ def _semi_structured(layer, x):
         sw = to_sparse_semi_structured(w16)
         if not torch.allclose(F.linear(x16, sw).float(), F.linear(x16, w16).float(), atol=1e-2, rtol=1e-2):
             return {**out, "semi_note": "2:4 result differs from dense"}
-        t, dense16 = best_time(lambda: F.linear(x16, sw)), best_time(lambda: F.linear(x16, w16))
+        t, dense16 = best_times(lambda: F.linear(x16, sw), lambda: F.linear(x16, w16))
         parts = [getattr(sw, a, None) for a in ("packed", "meta", "packed_t", "meta_t")]
         return {"semi_ms": t * 1e3, "semi_dense16_ms": dense16 * 1e3, "semi_ratio": t / dense16,
                 "semi_bytes": sum(p.numel() * p.element_size() for p in parts if torch.is_tensor(p)),
@@ -128,12 +130,14 @@ def _semi_structured(layer, x):
         return {**out, "semi_note": f"unavailable: {reason}"}
 
 
-def capture_inputs(model: nn.Module, names: list, batch) -> dict:
-    """The input each named layer receives in one forward of `batch`."""
+def input_shapes(model: nn.Module, names: list, batch) -> dict:
+    """The input shape each named layer receives in one forward of `batch` (only shapes are
+    kept: a 124M GPT-2's 48 layer inputs at full batch would hold gigabytes)."""
     seen, hooks = {}, []
     modules = dict(model.named_modules())
     for name in names:
-        hooks.append(modules[name].register_forward_pre_hook(lambda m, a, n=name: seen.__setitem__(n, a[0].detach())))
+        hooks.append(modules[name].register_forward_pre_hook(
+            lambda m, a, n=name: seen.__setitem__(n, (tuple(a[0].shape), a[0].dtype))))
     try:
         with torch.no_grad():
             model(batch)
@@ -143,32 +147,33 @@ def capture_inputs(model: nn.Module, names: list, batch) -> dict:
     return seen
 
 
-def bench_layers(model: nn.Module, names: list, batch, min_time: float) -> list:
+def bench_layers(model: nn.Module, names: list, batch, min_time: float, repeats: int = REPEATS) -> list:
     rows = []
     modules = dict(model.named_modules())
-    inputs = capture_inputs(model, names, batch)
+    shapes = input_shapes(model, names, batch)
+    g = torch.Generator(device=batch.device).manual_seed(0)
     with torch.no_grad():
         for name in names:
-            layer, x = modules[name], inputs[name]
+            layer = modules[name]
+            shape, dtype = shapes[name]
+            x = torch.randn(shape, dtype=dtype, device=batch.device, generator=g)  # times do not depend on values
             w = layer.weight.detach()
             row = {"layer": name, "shape": list(w.shape), "input": list(x.shape),
                    "sparsity": 1.0 - int(torch.count_nonzero(w)) / w.numel(), "dense_bytes": dense_bytes(w)}
-            dense_s = best_time(lambda: layer(x), min_time)
-            row["dense_ms"] = dense_s * 1e3
             sparse = csr_module(layer)
             diff = float((sparse(x) - layer(x)).abs().max())
             scale = float(layer(x).abs().max()) or 1.0
             if diff > 1e-4 * scale + 1e-5:
                 raise RuntimeError(f"{name}: CSR result differs from dense by {diff}")
-            csr_s = best_time(lambda: sparse(x), min_time)
-            row.update(csr_ms=csr_s * 1e3, csr_ratio=csr_s / dense_s, csr_bytes=csr_bytes(sparse.weight),
+            dense_s, csr_s = best_times(lambda: layer(x), lambda: sparse(x), min_time=min_time, repeats=repeats)
+            row.update(dense_ms=dense_s * 1e3, csr_ms=csr_s * 1e3, csr_ratio=csr_s / dense_s, csr_bytes=csr_bytes(sparse.weight),
                        csr_max_abs_diff=diff)
             row.update(_semi_structured(layer, x))
             rows.append(row)
     return rows
 
 
-def bench_forward(model: nn.Module, names: list, batch, min_time: float) -> dict:
+def bench_forward(model: nn.Module, names: list, batch, min_time: float, repeats: int = REPEATS) -> dict:
     sparse = copy.deepcopy(model)
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -177,8 +182,8 @@ def bench_forward(model: nn.Module, names: list, batch, min_time: float) -> dict
     with torch.no_grad():
         ref, got = model(batch), sparse(batch)
         diff = float((ref - got).abs().max())
-        dense_s = best_time(lambda: model(batch), min_time)
-        csr_s = best_time(lambda: sparse(batch), min_time)
+        dense_s, csr_s = best_times(lambda: model(batch), lambda: sparse(batch), min_time=min_time,
+                                    repeats=repeats)
     prunable = [dict(model.named_modules())[n].weight.detach() for n in names]
     return {"layer": "whole forward", "input": list(batch.shape), "dense_ms": dense_s * 1e3, "csr_ms": csr_s * 1e3,
             "csr_ratio": csr_s / dense_s, "csr_max_abs_diff": diff,
