@@ -159,3 +159,14 @@ def test_gpt2_run_with_2_4_masks_trains_exports_and_is_2_4(tmp_path, monkeypatch
     assert len(layers) == 8 and record["sparsity"] == 0.5
     for name in layers:
         assert ((dense[name].view(-1, 4) != 0).sum(dim=1) <= 2).all() and is_2_4(dense[name])
+
+
+def test_layout_helpers_map_memory_order_to_logical_and_back():
+    from lib.pruning.layout import to_logical, to_memory_order
+    from lib.pruning.masks import flat
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    logical = to_logical(flat(x), x)
+    assert torch.equal(logical, x) and logical.is_contiguous()
+    assert torch.equal(to_memory_order(logical, x), flat(x))
+    assert not torch.equal(flat(x), x.reshape(-1))  # the layouts really differ

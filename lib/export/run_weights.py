@@ -15,7 +15,7 @@ import torch
 
 from lib import checkpoint, resolve, rundir
 from lib.export.models import build_model
-from lib.pruning.masks import flat
+from lib.pruning.layout import to_logical
 from lib.runspec import RunSpec
 from lib.task import BadInput
 
@@ -36,13 +36,6 @@ class RunWeights:
     nonzero_at_pruned: int          # weights that were not exactly 0 at a pruned position (expected 0)
 
 
-def _logical(mask_memory_order: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A flat mask in `like`'s memory order, returned in `like`'s logical (contiguous) layout."""
-    out = torch.empty_like(like, dtype=torch.bool, memory_format=torch.preserve_format)
-    flat(out).copy_(mask_memory_order)
-    return out.contiguous()
-
-
 def read_masks(model, hp, optimizer_state) -> tuple[dict, dict]:
     """({name: pruned mask}, {name: the ledger's pruned count}) from a saved optimizer state."""
     from lib import optimizers
@@ -57,7 +50,7 @@ def read_masks(model, hp, optimizer_state) -> tuple[dict, dict]:
     for j, (name, p) in enumerate(zip(pruner.names, pruner.params)):
         dead = pruner.rep.dead_mask(j)
         masks[name] = (torch.zeros(p.shape, dtype=torch.bool) if dead is None
-                       else _logical(dead.cpu(), p.detach().cpu()))
+                       else to_logical(dead.cpu(), p.detach().cpu()))
         counts[name] = int(ledger[j])
     return masks, counts
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from lib.pruning.apportion import apportion
-from lib.pruning.masks import flat
+from lib.pruning.layout import to_logical, to_memory_order
 
 NM_WORK_BYTES = 4 * 4 + 3 * 8  # keys, sorted keys, dead/keep flags; two index tensors, positions
 
@@ -96,18 +96,6 @@ def select(keys: torch.Tensor, dead: torch.Tensor, n: int, m: int, goal: int) ->
     return out.view_as(dead)
 
 
-def _logical(memory_order: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(like, dtype=memory_order.dtype, memory_format=torch.preserve_format)
-    flat(out).copy_(memory_order)
-    return out.contiguous().view(like.shape[0], -1)
-
-
-def _memory_order(logical: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(like, dtype=logical.dtype, memory_format=torch.preserve_format)
-    out.copy_(logical.view(like.shape))
-    return flat(out)
-
-
 def keys_of(pruner, j) -> torch.Tensor:
     """Float32 scores of tensor j in memory order, -inf where pruned: the pruner's own scoring."""
     from lib.pruning.pruner import _Keys  # late: pruner.py imports this module
@@ -133,9 +121,9 @@ def update(pruner, s: float, goal: int, ledger) -> None:
         keys = keys_of(pruner, j)
         dead_mem = pruner.rep.dead_mask(j)
         dead = (torch.zeros(p.shape[0], pruner.sizes[j] // p.shape[0], dtype=torch.bool, device=p.device)
-                if dead_mem is None else _logical(dead_mem, p))
-        pruned = select(_logical(keys, p).view(-1, pat.m), dead.view(-1, pat.m), pat.n, pat.m, c)
-        keep = _memory_order((~pruned).to(torch.float32).view(p.shape[0], -1), p)
+                if dead_mem is None else to_logical(dead_mem, p))
+        pruned = select(to_logical(keys, p).view(-1, pat.m), dead.reshape(-1, pat.m), pat.n, pat.m, c)
+        keep = to_memory_order((~pruned).to(torch.float32), p)
         for a in range(0, keep.numel(), pruner.chunk):
             b = min(a + pruner.chunk, keep.numel())
             pruner.rep.prune(j, a, b, keep[a:b])
