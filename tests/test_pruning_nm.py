@@ -170,3 +170,18 @@ def test_layout_helpers_map_memory_order_to_logical_and_back():
     assert torch.equal(logical, x) and logical.is_contiguous()
     assert torch.equal(to_memory_order(logical, x), flat(x))
     assert not torch.equal(flat(x), x.reshape(-1))  # the layouts really differ
+
+
+@pytest.mark.parametrize("defconfig, sparsity_symbols, message", [
+    ("lenet5-sample-bitter7", {"SPARSITY_50": 2, "SPARSITY_90": 0}, r"conv1.weight has input size 25 \(1x5x5\)"),
+    ("resnet18-cifar10-bitter7", {"SPARSITY_50": 2, "SPARSITY_90": 0}, r"conv1.weight has input size 27 \(3x3x3\)"),
+    ("gpt2-tiny-cpu", {"SPARSITY_90": 2}, "end at exactly 50% sparsity")])
+def test_misfit_is_refused_while_the_config_is_expanded(defconfig, sparsity_symbols, message):
+    from lib import config
+    from test_matrix.expand import expand
+
+    kconf = config.load_kconfig(config.defconfig_path(defconfig))
+    for name, value in {"PRUNING_MASK_NM": 2, **sparsity_symbols}.items():
+        kconf.syms[name].set_value(value)
+    with pytest.raises(config.ConfigError, match=message):
+        expand(config.Config(config.typed_values(kconf)))
