@@ -9,7 +9,7 @@ DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
 .DEFAULT_GOAL := run
 .PHONY: run deps help menuconfig list-defconfigs olddefconfig savedefconfig allnoconfig \
 	alldefconfig test test-slow test-matrix report track bench bench-lenet5 bench-report bench-gpt2 \
-	prepare-gpt2-data doctor clean mrproper
+	prepare-gpt2-data doctor export bench-sparse clean mrproper
 
 run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
 	$(PY) scripts/run.py $(if $(FRESH),--fresh) $(if $(FORCE),--force)
@@ -77,6 +77,12 @@ bench-gpt2: $(STAMP) ## GPT-2 training throughput here (on a GPU: 124M, bf16, co
 
 doctor: $(STAMP) ## Check this machine: environment, AUTO's choices, train/compile/prune/resume/DDP per device
 	$(PY) scripts/doctor.py $(ARGS)
+
+export: $(STAMP) ## Write RUN's export/ (safetensors, compact sparse, HF GPT-2); WHICH=best|last
+	$(PY) scripts/export.py $(if $(RUN),--run $(RUN)) $(if $(WHICH),--which $(WHICH))
+
+bench-sparse: $(STAMP) ## Dense vs sparse (CSR; 2:4 on CUDA) time and memory of RUN's export
+	$(PY) scripts/bench_sparse.py $(if $(RUN),--run $(RUN)) $(ARGS)
 
 # CI (CI=true) has the time for the slow tests too.
 test: $(STAMP) ## Run the fast test suite (and the slow ones under CI)

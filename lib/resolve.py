@@ -105,6 +105,8 @@ def plan(spec, *, train_size: int | None, world_size: int, device_type: str, amp
               warmup_end=spec.prune_warmup if pruned else 0, ramp_end=ramp_end,
               frequency=spec.prune_frequency if pruned else 0, prune_shape=spec.prune_shape,
               prune_scope=spec.prune_scope)
+    if spec.prune_nm and pruned:
+        hp["prune_nm"] = spec.prune_nm  # only when set: unstructured runs keep their fingerprint
 
     args = dict(spec.optimizer_args)
     sched = spec.lr_schedule
@@ -133,6 +135,13 @@ def validate(hp: dict) -> None:
         raise BadInput(f"target sparsity must be between 0 and 1, got {hp['target_sparsity']!r}")
     if hp["frequency"] < 1:
         raise BadInput(f"pruning frequency must be at least 1 step, got {hp['frequency']}")
+    if hp.get("prune_nm"):
+        from lib.pruning import nm  # late: planning a sweep need not import torch
+
+        try:
+            nm.check_target(*nm.parse(hp["prune_nm"]), hp["target_sparsity"])
+        except ValueError as err:
+            raise BadInput(f"{err} (CONFIG_PRUNING_MASK_NM)") from None
     if not hp["warmup_end"] < hp["ramp_end"] <= hp["total_steps"]:
         raise BadInput(f"pruning must start before it ends and end within the run: warm-up end {hp['warmup_end']}, "
                        f"ramp end {hp['ramp_end']}, run of {hp['total_steps']} steps; lower CONFIG_PRUNING_WARMUP, "
@@ -152,6 +161,8 @@ def optimizer_kwargs(hp: dict) -> dict:
     kwargs.update(total_steps=hp["total_steps"], pruning=hp["pruning"], variant=hp["variant"],
                   target_sparsity=hp["target_sparsity"], warmup_end=hp["warmup_end"], ramp_end=hp["ramp_end"],
                   frequency=hp["frequency"], shape=hp["prune_shape"], scope=hp["prune_scope"])
+    if hp.get("prune_nm"):
+        kwargs["nm"] = hp["prune_nm"]
     return kwargs
 
 

@@ -50,6 +50,8 @@ class RunSpec:
     runtime: dict
     # per-model knobs (dataset choice, sizes, augmentation, stem ...)
     model_options: dict = field(default_factory=dict)
+    # N:M semi-structured masks ("2:4"), or "" for unstructured (lib/pruning/nm.py)
+    prune_nm: str = ""
 
     @property
     def unequal_budget(self) -> bool:
@@ -70,6 +72,8 @@ class RunSpec:
         parts.append(self.pruning)
         if self.pruning != "none":
             parts.append(f"s{round(self.sparsity * 100)}")
+        if self.prune_nm:
+            parts.append("nm" + self.prune_nm.replace(":", "of"))
         parts.append(settings_digest(self))
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
@@ -81,6 +85,8 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
+        if not data["prune_nm"]:
+            del data["prune_nm"]  # unstructured runs keep the spec.json they always had
         data["run_id"] = self.run_id
         data["unequal_budget"] = self.unequal_budget
         return data
@@ -185,4 +191,5 @@ def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
                  "checkpoint_interval": cfg.CHECKPOINT_INTERVAL, "data_dir": cfg.DATA_DIR,
                  "download": cfg.DATA_DOWNLOAD, "threads": cfg.CPU_THREADS},
         model_options=values["options"],
+        prune_nm=f"{cfg.PRUNING_NM_N}:{cfg.PRUNING_NM_M}" if pruned and cfg.PRUNING_MASK_NM else "",
     )

@@ -75,6 +75,12 @@ def expand(cfg) -> list[runspec.RunSpec]:
             for model in models for (o, p, v, s) in points for seed in seeds(cfg)]
     ids = [r.run_id for r in runs]
     assert len(set(ids)) == len(ids), "run IDs must be unique"
+    if any(r.prune_nm for r in runs):
+        from lib.pruning import nm_fit  # late: only N:M configs need torch here
+
+        misfit = nm_fit.problem(runs)
+        if misfit:
+            raise ConfigError(misfit)
     return runs
 
 

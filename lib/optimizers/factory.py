@@ -12,7 +12,7 @@ BASES = ("adamw", "adamwspam")
 DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, momentum=0.9, eta_min=1e-6, total_steps=None, amsgrad=None,
                 spam_theta=50.0, spam_interval=1000, spam_warmup=150, pruning=None, variant=None,
                 base="adamw", target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
-                scope="global", prune_tied=False, grad_clip=0.0, fused=None)
+                scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None)
 
 
 def _number(name, value, *, low=None, low_open=False, high_open=None):
@@ -106,6 +106,6 @@ def create(name, model, *, lr, weight_decay, **hparams):
     if pruning != "none":
         pruner = Pruner(opt, prunable, method=pruning, variant=variant, target=hp["target_sparsity"],
                         warmup_end=hp["warmup_end"], ramp_end=hp["ramp_end"], frequency=hp["frequency"],
-                        shape=hp["shape"], scope=hp["scope"])
+                        shape=hp["shape"], scope=hp["scope"], nm=hp["nm"])
     opt._knlp_setup(prunable=prunable, pruner=pruner, grad_clip=grad_clip, spam=spam, cosine=cosine)
     return opt

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lib.pruning import nm as nm_masks
 from lib.pruning import scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
@@ -94,7 +95,8 @@ class _Keys:
 
 class Pruner:
     def __init__(self, optimizer, named_params, *, method, variant=None, target=0.0, warmup_end=0,
-                 ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None, cap=None, digits=None):
+                 ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None, cap=None, digits=None,
+                 nm=None):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r}; use one of none, {', '.join(METHODS)}")
         if scope not in SCOPES:
@@ -113,6 +115,7 @@ class Pruner:
         self.method, self.variant = method, variant
         self.target, self.warmup_end, self.ramp_end = float(target), warmup_end, ramp_end
         self.frequency, self.shape = frequency, shape
+        self.nm = nm_masks.NMPattern(nm, self.names, self.params, self.target) if nm else None  # "2:4"
         self.scope = "layer" if (scope == "layer" or variant == "bitter4") else "global"
         self.nonnegative = method == "magnitude" or (method == "state" and variant != "bitter5")
         self.rep = representation(optimizer, self.params)
@@ -171,7 +174,9 @@ class Pruner:
         with torch.no_grad():
             bufs = _Buffers(self, ledger)
             try:
-                if self.scope == "global":
+                if self.nm is not None:  # N:M semi-structured masks
+                    nm_masks.update(self, s, goal, ledger, bufs)
+                elif self.scope == "global":
                     self._prune(range(len(self.params)), goal - sum(self.dead), bufs, ledger)
                 else:
                     frac = (depth_fractions(self.sizes, s) if self.variant == "bitter4" else [s] * len(self.sizes))

@@ -1,0 +1,20 @@
+"""One entry-point wrapper for `make export` and `make bench-sparse`: bad input is one line, exit 2."""
+from __future__ import annotations
+
+import sys
+
+
+def main(prefix: str, body) -> int:
+    from lib.checkpoint import CheckpointError
+    from lib.config import ConfigError
+    from lib.extras import ExtraUnavailable
+    from lib.task import BadInput
+
+    try:
+        return body()
+    except (BadInput, ConfigError, CheckpointError, ExtraUnavailable) as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
