@@ -5,8 +5,6 @@ Chromium is installed by this test's set-up under CI (apt-get); elsewhere the te
 skipped with the reason when it is missing and cannot be installed.
 """
 import io
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -14,6 +12,7 @@ import threading
 import pytest
 
 from test_matrix import report
+import chromium as browser_install
 from test_matrix_fakes import LENET_COMPARE
 
 pytestmark = pytest.mark.slow
@@ -27,23 +26,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
          "--force-color-profile=srgb", "--hide-scrollbars"]
 # the verdict cells' backgrounds in html_report.STYLE
 BETTER_RGB, WORSE_RGB = (0x1B, 0x7F, 0x3B), (0xB3, 0x26, 0x1E)
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.environ.get("CI") == "true" or (os.geteuid() == 0 and shutil.which("apt-get")):
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, timeout=600)
-        done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True,
-                              timeout=1200)
-        found = shutil.which("chromium")
-        if not found and os.environ.get("CI") == "true":
-            pytest.fail(f"could not install chromium under CI: {done.stderr.strip()[-300:]}")
-    if not found:
-        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get: "
-                    "apt-get install -y chromium); CI installs it")
-    return found
 
 
 class Proxy:
@@ -94,7 +76,7 @@ def _open(chromium, page, tmp_path, *action):
 
 @pytest.fixture(scope="module")
 def chromium():
-    return _chromium()
+    return browser_install.chromium()
 
 
 def test_the_detectors_see_a_request_and_a_console_error(chromium, tmp_path):

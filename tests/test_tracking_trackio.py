@@ -2,7 +2,6 @@
 import importlib.util
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from lib.tracking import feed
 from lib.tracking.settings import Settings
 from test_matrix import single, sweep
 from test_matrix.expand import expand
+from chromium import chromium
 from test_matrix_fakes import LENET_COMPARE, fake_engine, load_script, use_config, write_config
 from tracking_stores import rendered_dashboard, split_rows, trackio_runs
 
@@ -170,20 +170,9 @@ def test_eight_followers_writing_one_store_at_once_all_land(tmp_path, monkeypatc
         assert_run_landed(store, run_dir)
 
 
-def _chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.environ.get("CI") == "true":
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True)
-        found = shutil.which("chromium")
-    return found
-
-
 @pytest.mark.slow
 def test_dashboard_starts_on_localhost_and_renders_in_headless_chromium(tmp_path, monkeypatch):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs it with apt-get install chromium)")
+    browser = chromium()
     monkeypatch.setenv("FAKE_STEP_S", "0.01")
     cfg = write_config(tmp_path, LENET_COMPARE + TRACKIO).replace(TEST_MATRIX_SEEDS=1)
     assert sweep.run(cfg, command=fake_engine(tmp_path), out=io.StringIO(), cores=2, make_report=False) == 0
