@@ -246,11 +246,23 @@ class RayExecutor(executor_api.RunExecutor):
         refs = {probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote(str(results_dir), tokens[n["NodeID"]], str(self.cwd), sys.executable): n
                 for n in self.nodes}
-        try:
-            found = dict(zip(refs, ray.get(list(refs), timeout=PROBE_TIMEOUT_S)))
-        except Exception as err:
-            raise executor_api.ExecutorRefused(f"the probe task on {self.where()} did not finish ({type(err).__name__}); "
-                                               "check 'ray status' and that every node has this checkout") from None
+        found, gone = {}, []
+        for ref, node in refs.items():
+            try:
+                found[ref] = ray.get(ref, timeout=PROBE_TIMEOUT_S)
+            except Exception as err:
+                # A node that died after ray.nodes() listed it cannot run its probe: it runs
+                # nothing else either, so it is left out; a live node whose probe fails is not.
+                if not any(n["NodeID"] == node["NodeID"] and n.get("Alive") for n in ray.nodes()):
+                    gone.append(ref)
+                    continue
+                raise executor_api.ExecutorRefused(
+                    f"the probe task on {self.where()} did not finish ({type(err).__name__}); "
+                    "check 'ray status' and that every node has this checkout") from None
+        for ref in gone:
+            self.nodes.remove(refs.pop(ref))
+        if not self.nodes:
+            raise executor_api.ExecutorRefused(f"every node of {self.where()} died during the checks; check 'ray status'")
         written = set()
         for token in tokens.values():
             path = results_dir / token

@@ -7,6 +7,7 @@ stopped by pid, so another Ray on the machine is never touched and nothing is le
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -121,14 +122,18 @@ class Cluster:
         raise LookupError("not a process of a Ray node")
 
     def kill_raylet(self, pid: int) -> None:
-        """SIGKILL one node's raylet, as when its machine dies; its workers then die with it."""
+        """SIGKILL one node's raylet and every process under it at once, as when its machine
+        dies (a raylet killed alone lets its workers linger, and a run could finish first)."""
         tree = _children()
-        todo = list(tree.get(pid, []))
+        doomed, todo = [pid], list(tree.get(pid, []))
         while todo:
             child = todo.pop()
             self.strays.add(child)
+            doomed.append(child)
             todo.extend(tree.get(child, []))
-        os.kill(pid, signal.SIGKILL)
+        for victim in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
         self.live -= 1
 
     def processes(self) -> list[int]:
