@@ -252,9 +252,18 @@ def test_count_digit_matches_counting_the_patterns_one_by_one(n, width, nonnegat
 
 def test_count_digit_refuses_a_negative_key_promised_nonnegative():
     keys = torch.tensor([1.0, -2.0, 0.5, 0.0])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="not finite"):
         count_digit(keys, torch.empty(4, dtype=torch.int32), 16, torch.zeros(1 << 16, dtype=torch.int64),
                     nonnegative=True)
+
+
+@pytest.mark.parametrize("n", [64, 63])
+def test_a_nan_made_by_arithmetic_stops_the_selection_with_the_clear_message(n):
+    keys = torch.rand(n)
+    keys[5] = torch.tensor(INF) - torch.tensor(INF)  # sign bit set, as x86 makes it
+    assert keys[5:6].view(torch.int32).item() < 0
+    with pytest.raises(RuntimeError, match="not finite"):
+        prune_lowest(ListSource([keys], chunk=64, nonnegative=True), 10)
 
 
 @pytest.mark.parametrize("used", [16, 11, 22])

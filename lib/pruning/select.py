@@ -194,11 +194,14 @@ def count_digit(key, ix, width, hist, *, nonnegative):
     torch.bitwise_right_shift(key.view(torch.int32), 32 - width, out=ix)
     if nonnegative and n % 2 == 0:
         ix.view(torch.int64).bitwise_or_(half << 32)  # little-endian: the odd element is the high half
-        c = torch.bincount(ix, minlength=1 << width)
+        try:
+            c = torch.bincount(ix, minlength=1 << width)
+        except RuntimeError as e:  # a NaN made by arithmetic has its sign bit set
+            raise RuntimeError(NOT_FINITE) from e
         hist[:half] += c[:half]
         hist[:half] += c[half:]
         return
-    if not nonnegative:
+    if not nonnegative or ix.numel() and int(ix.min()) < 0:  # odd length: a sign-extended NaN is masked too
         ix.bitwise_and_((1 << width) - 1)
     hist += torch.bincount(ix, minlength=1 << width)
 
@@ -220,12 +223,15 @@ def in_range_positions(key, prefix, used, scratch, bools) -> torch.Tensor:
     return torch.nonzero(bools).view(-1)
 
 
+NOT_FINITE = ("pruning scores are not finite numbers (NaN or -inf among the live weights); "
+              "check the weights and the optimizer state for NaN")
+
+
 def _check_finite(hist, dead_total, shift):
     pos_inf, neg_inf, half = POS_INF_BITS >> shift, NEG_INF_BITS >> shift, hist.numel() // 2
     nan = int(hist[pos_inf + 1:half].sum()) + int(hist[neg_inf + 1:].sum())
     if nan or int(hist[neg_inf]) != dead_total:
-        raise RuntimeError("pruning scores are not finite numbers (NaN or -inf among the live weights); "
-                           "check the weights and the optimizer state for NaN")
+        raise RuntimeError(NOT_FINITE)
 
 
 def digits_for(weight_bytes: int, budget: float) -> tuple:
