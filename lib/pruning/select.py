@@ -185,25 +185,29 @@ def count_digit(key, ix, width, hist, *, nonnegative):
     """Add the counts of the keys' first `width` bits to `hist` (`ix`: int32 scratch, key's
     length).
 
-    Late in the ramp most keys are pruned ones at exactly 0, and one counter bumped over
-    and over waits on itself each time. Keys that are never negative leave the digit's sign
-    bit free, so it marks every odd position (one int64 OR over the pairs): those go to a
-    second counter per bin, twice the speed on such input, and the halves are added up.
-    A negative key there would make a negative index, which bincount refuses."""
-    n, half = key.numel(), 1 << (width - 1)
+    Late in the ramp most keys are pruned ones, all alike (0, or -inf), and one counter
+    bumped over and over waits on itself each time. So every odd position is marked by one
+    more bit (one int64 OR over the pairs) and counted apart, and the halves are added up:
+    1.5-2x the speed on such input. Keys that are never negative leave the digit's sign bit
+    free for the mark; other keys take the bit above the digit (a table twice the size). A
+    negative key promised nonnegative makes a negative index, which bincount refuses."""
+    n, size = key.numel(), 1 << width
     torch.bitwise_right_shift(key.view(torch.int32), 32 - width, out=ix)
-    if nonnegative and n % 2 == 0:
-        ix.view(torch.int64).bitwise_or_(half << 32)  # little-endian: the odd element is the high half
+    if n % 2 == 0:
+        lane = size >> 1 if nonnegative else size
+        if not nonnegative:
+            ix.bitwise_and_(size - 1)
+        ix.view(torch.int64).bitwise_or_(lane << 32)  # little-endian: the odd element is the high half
         try:
-            c = torch.bincount(ix, minlength=1 << width)
+            c = torch.bincount(ix, minlength=2 * lane)
         except RuntimeError as e:  # a NaN made by arithmetic has its sign bit set
             raise RuntimeError(NOT_FINITE) from e
-        hist[:half] += c[:half]
-        hist[:half] += c[half:]
+        hist[:lane] += c[:lane]
+        hist[:lane] += c[lane:]
         return
-    if not nonnegative or ix.numel() and int(ix.min()) < 0:  # odd length: a sign-extended NaN is masked too
-        ix.bitwise_and_((1 << width) - 1)
-    hist += torch.bincount(ix, minlength=1 << width)
+    if not nonnegative or ix.numel() and int(ix.min()) < 0:  # a sign-extended NaN is masked too
+        ix.bitwise_and_(size - 1)
+    hist += torch.bincount(ix, minlength=size)
 
 
 def in_range_positions(key, prefix, used, scratch, bools) -> torch.Tensor:
