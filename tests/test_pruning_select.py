@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.select import (MAX_PASSES, NARROW, WIDE, Ledger, pick_ties, position_hash, prune_lowest,
-                                tie_quota, value_range)
+from lib.pruning.select import (MAX_PASSES, NARROW, WIDE, Ledger, count_digit, in_range_positions, pick_ties,
+                                position_hash, prune_lowest, tie_quota, value_range)
 
 INF = float("inf")
 
@@ -224,3 +224,56 @@ def test_depth_fractions_meet_the_global_count():
     assert f[2] / f[0] == pytest.approx(ratio)
     assert depth_fractions([10], 0.4) == [0.4]
     assert math.isclose(depth_fractions([10, 10], 0.0)[1], 0.0)
+
+
+def _patterns(keys):
+    return [struct.unpack("<I", struct.pack("<f", float(x)))[0] for x in keys]
+
+
+@pytest.mark.parametrize("n", [4096, 4095, 2])
+@pytest.mark.parametrize("width", [16, 11])
+@pytest.mark.parametrize("nonnegative", [True, False])
+def test_count_digit_matches_counting_the_patterns_one_by_one(n, width, nonnegative):
+    g = torch.Generator().manual_seed(n + width)
+    keys = torch.randn(n, generator=g).mul_(torch.randn(n, generator=g).mul_(20).exp_())
+    keys[torch.rand(n, generator=g) < 0.7] = 0.0  # many pruned positions scoring exactly 0
+    if nonnegative:
+        keys.abs_()
+    else:
+        keys[:2] = torch.tensor([-INF, INF])
+    hist = torch.zeros(1 << width, dtype=torch.int64)
+    count_digit(keys, torch.empty(n, dtype=torch.int32), width, hist, nonnegative=nonnegative)
+    count_digit(keys, torch.empty(n, dtype=torch.int32), width, hist, nonnegative=nonnegative)  # adds up
+    want = [0] * (1 << width)
+    for p in _patterns(keys):
+        want[p >> (32 - width)] += 2
+    assert hist.tolist() == want
+
+
+def test_count_digit_refuses_a_negative_key_promised_nonnegative():
+    keys = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    with pytest.raises(RuntimeError, match="not finite"):
+        count_digit(keys, torch.empty(4, dtype=torch.int32), 16, torch.zeros(1 << 16, dtype=torch.int64),
+                    nonnegative=True)
+
+
+@pytest.mark.parametrize("n", [64, 63])
+def test_a_nan_made_by_arithmetic_stops_the_selection_with_the_clear_message(n):
+    keys = torch.rand(n)
+    keys[5] = torch.tensor(INF) - torch.tensor(INF)  # sign bit set, as x86 makes it
+    assert keys[5:6].view(torch.int32).item() < 0
+    with pytest.raises(RuntimeError, match="not finite"):
+        prune_lowest(ListSource([keys], chunk=64, nonnegative=True), 10)
+
+
+@pytest.mark.parametrize("used", [16, 11, 22])
+def test_in_range_positions_are_the_keys_between_the_prefix_bounds(used):
+    g = torch.Generator().manual_seed(used)
+    base = torch.tensor([0.75, -0.75, 3e-30, -3e-30, 1.5e20, -INF, INF, 0.0])
+    keys = (base.repeat(64) * (1 + torch.rand(512, generator=g) * 0.01)).contiguous()
+    for x in (0.75, -0.75, 3e-30, -INF):
+        prefix = struct.unpack("<I", struct.pack("<f", x * 1.003 if math.isfinite(x) else x))[0] >> (32 - used)
+        lo, hi = value_range(prefix, used)
+        got = in_range_positions(keys, prefix, used, torch.empty(512, dtype=torch.int32),
+                                 torch.empty(512, dtype=torch.bool))
+        assert got.tolist() == [i for i, k in enumerate(keys.tolist()) if lo <= k <= hi]

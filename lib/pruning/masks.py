@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 INF = float("inf")
 FMAX = float(torch.finfo(torch.float32).max)  # lib/optimizers/spam.py reads it from here
-_BIT = None  # [1, 2, 4, ..., 128] per device, built on first use
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:
@@ -46,26 +45,27 @@ def group_of(optimizer, p):
     return None
 
 
-def _bit_weights(device) -> torch.Tensor:
-    global _BIT
-    if _BIT is None or _BIT.device != device:
-        _BIT = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
-    return _BIT
+_GATHER = 0x0102040810204080  # times 8 bytes of 0/1: byte i's bit lands at bit 56 + i, no two terms collide
+_REPEAT, _SELECT = 0x0101010101010101, 0x8040201008040201  # a byte in all 8 lanes; lane i keeps bit i
 
 
 def pack_bits(b: torch.Tensor) -> torch.Tensor:
-    """bool[n] -> uint8[ceil(n/8)], element i in bit (i % 8) of byte i // 8."""
+    """bool[n] -> uint8[ceil(n/8)], element i in bit (i % 8) of byte i // 8: each 8 flags
+    are read as one int64 and gathered by one multiply."""
     n = b.numel()
-    pad = (-n) % 8
-    u = b.to(torch.uint8)
-    if pad:
-        u = torch.cat([u, u.new_zeros(pad)])
-    return u.view(-1, 8).mul_(_bit_weights(b.device)).sum(dim=1, dtype=torch.uint8)
+    if n % 8 or not b.is_contiguous() or b.storage_offset() % 8:
+        b = torch.cat([b.reshape(-1), b.new_zeros((-n) % 8)])
+    return b.view(torch.uint8).view(torch.int64).mul(_GATHER).bitwise_right_shift_(56).to(torch.uint8)
+
+
+def spread_bits(bits: torch.Tensor) -> torch.Tensor:
+    """uint8[m] -> uint8[8m]: byte i is nonzero exactly when bit (i % 8) of byte i // 8 is set."""
+    return bits.to(torch.int64).mul_(_REPEAT).bitwise_and_(_SELECT).view(torch.uint8)
 
 
 def unpack_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
     """uint8[ceil(n/8)] -> bool[n] (inverse of pack_bits)."""
-    return bits.unsqueeze(1).bitwise_and(_bit_weights(bits.device)).ne(0).view(-1)[:n]
+    return spread_bits(bits)[:n].ne(0)
 
 
 _TABLES = {}

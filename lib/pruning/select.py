@@ -181,20 +181,61 @@ def pick_ties(positions: torch.Tensor, offset: int, k: int) -> torch.Tensor:
     return chosen
 
 
-def positions(flags: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """Ascending indices (int64) of the ones of a sparse 0/1 float tensor (`scratch`: bool,
-    its length). numpy's scan of a bool array is twice as fast as torch.nonzero on CPU."""
-    if flags.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(torch.gt(flags, 0, out=scratch).numpy()))
-    return torch.nonzero(flags).view(-1)
+def count_digit(key, ix, width, hist, *, nonnegative):
+    """Add the counts of the keys' first `width` bits to `hist` (`ix`: int32 scratch, key's
+    length).
+
+    Late in the ramp most keys are pruned ones, all alike (0, or -inf), and one counter
+    bumped over and over waits on itself each time. So every odd position is marked by one
+    more bit (one int64 OR over the pairs) and counted apart, and the halves are added up:
+    1.5-2x the speed on such input. Keys that are never negative leave the digit's sign bit
+    free for the mark; other keys take the bit above the digit (a table twice the size). A
+    negative key promised nonnegative makes a negative index, which bincount refuses."""
+    n, size = key.numel(), 1 << width
+    torch.bitwise_right_shift(key.view(torch.int32), 32 - width, out=ix)
+    if n % 2 == 0:
+        lane = size >> 1 if nonnegative else size
+        if not nonnegative:
+            ix.bitwise_and_(size - 1)
+        ix.view(torch.int64).bitwise_or_(lane << 32)  # little-endian: the odd element is the high half
+        try:
+            c = torch.bincount(ix, minlength=2 * lane)
+        except RuntimeError as e:  # a NaN made by arithmetic has its sign bit set
+            raise RuntimeError(NOT_FINITE) from e
+        hist[:lane] += c[:lane]
+        hist[:lane] += c[lane:]
+        return
+    if not nonnegative or ix.numel() and int(ix.min()) < 0:  # a sign-extended NaN is masked too
+        ix.bitwise_and_(size - 1)
+    hist += torch.bincount(ix, minlength=size)
+
+
+def in_range_positions(key, prefix, used, scratch, bools) -> torch.Tensor:
+    """Ascending positions of the keys whose pattern starts with the `used`-bit `prefix`
+    (`scratch`: int32, `bools`: bool, key's length): one compare of the pattern's top bits
+    instead of two float compares and their difference (value_range's keys are exactly
+    these, as -0.0 is never a key and NaN was refused)."""
+    if used == 16:  # little-endian: every second int16 half is a pattern's high half
+        top, sign = key.view(torch.int16)[1::2], 1 << 15
+    else:
+        top, sign = torch.bitwise_right_shift(key.view(torch.int32), 32 - used, out=scratch), 1 << (used - 1)
+    # the arithmetic shift and the int16 view sign-extend a negative pattern's top bits
+    want = prefix - 2 * sign if prefix >= sign else prefix
+    torch.eq(top, want, out=bools)
+    if bools.device.type == "cpu":  # numpy's scan of a bool array: twice as fast as torch.nonzero on CPU
+        return torch.from_numpy(np.flatnonzero(bools.numpy()))
+    return torch.nonzero(bools).view(-1)
+
+
+NOT_FINITE = ("pruning scores are not finite numbers (NaN or -inf among the live weights); "
+              "check the weights and the optimizer state for NaN")
 
 
 def _check_finite(hist, dead_total, shift):
     pos_inf, neg_inf, half = POS_INF_BITS >> shift, NEG_INF_BITS >> shift, hist.numel() // 2
     nan = int(hist[pos_inf + 1:half].sum()) + int(hist[neg_inf + 1:].sum())
     if nan or int(hist[neg_inf]) != dead_total:
-        raise RuntimeError("pruning scores are not finite numbers (NaN or -inf among the live weights); "
-                           "check the weights and the optimizer state for NaN")
+        raise RuntimeError(NOT_FINITE)
 
 
 def digits_for(weight_bytes: int, budget: float) -> tuple:
@@ -237,12 +278,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         hist = torch.zeros(1 << width, dtype=torch.int64, device=source.device)
         for j, a, b in chunks(source):
             key = source.keys(j, a, b, exact)
-            ix = flags[0, :b - a].view(torch.int32)
-            if width == 16:
-                ix.copy_(key.view(torch.uint16)[1::2])  # little-endian: every second half is a high one
-            else:
-                torch.bitwise_right_shift(key.view(torch.int32), shift, out=ix).bitwise_and_((1 << width) - 1)
-            hist += torch.bincount(ix, minlength=1 << width)
+            count_digit(key, flags[0, :b - a].view(torch.int32), width, hist, nonnegative=not exact)
             sel.chunk_visits += 1
         sel.passes = 1
         if not exact:  # pruned positions showed dead_key: count them as -inf
@@ -276,16 +312,15 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
                 n = b - a
                 key = source.keys(j, a, b, exact)
                 keep = torch.ge(key, lo, out=flags[0, :n])
-                torch.gt(key, hi, out=flags[1, :n])
-                n_keep, n_above = (int(c) for c in flags[:, :n].sum(dim=1).tolist())
+                n_keep = int(keep.sum())
                 if n_keep < n:
                     source.prune(j, a, b, keep)
                 chunk_dead[(j, a)] = n - n_keep
                 sel.chunk_visits += 1
-                if n_keep == n_above:
+                pos = in_range_positions(key, prefix, used, flags[1, :n].view(torch.int32), bools[:n])
+                if not pos.numel():
                     continue
                 next_todo.append((j, a, b))
-                pos = positions(keep.sub_(flags[1, :n]), bools[:n])
                 ledger.hold(pos.numel() * (POS_BYTES + 4))  # the list, and the keys or digits it picks
                 if collect:
                     band.append((j, pos + a, key.index_select(0, pos)))
