@@ -267,7 +267,10 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         executor.close()
         signal.signal(signal.SIGTERM, previous_term)
         lock.release()
-    return _conclude(final, results_dir, cfg, make_report, out)
+    rc = _conclude(final, results_dir, cfg, make_report, out)
+    if make_report:  # the verdicts exist only now, after the sweep's own follower stopped
+        tracking.send_sweep_summary(cfg, results_dir, {r.model for r in runs}, out=out)
+    return rc
 
 
 def _term_as_interrupt():

@@ -181,3 +181,21 @@ def test_dashboard_starts_on_localhost_and_renders_in_headless_chromium(tmp_path
     assert "<title>Trackio Dashboard" in dom
     for run_dir in (p for p in (tmp_path / "results").iterdir() if (p / rundir.SPEC).exists()):
         assert run_dir.name in dom  # the page rendered the runs, not just its shell
+
+
+def test_the_sweep_record_gets_the_reports_verdicts(tmp_path, monkeypatch):
+    import csv
+    from collections import Counter
+
+    from test_matrix import comparisons
+
+    monkeypatch.setenv("FAKE_STEP_S", "0.01")
+    cfg = write_config(tmp_path, LENET_COMPARE + TRACKIO)
+    assert sweep.run(cfg, command=fake_engine(tmp_path), out=io.StringIO(), cores=2, make_report=True) == 0
+    results = tmp_path / "results"
+    with open(results / comparisons.COMPARISONS_CSV, newline="") as handle:
+        verdicts = Counter(row["verdict"] for row in csv.DictReader(handle))
+    logs = trackio_runs(results / "trackio", PROJECT)["sweep-results"]["logs"]
+    last = logs[-1]  # sent again once the report had written its verdicts
+    assert sum(verdicts.values()) > 0
+    assert {v: last["verdicts_" + v.replace(" ", "_")] for v in verdicts} == dict(verdicts)

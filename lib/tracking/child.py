@@ -27,6 +27,14 @@ def command(chosen, root: Path, run_dirs, log_handle, *options) -> list[str]:
             *options]
 
 
+def send_sweep_summary(cfg, root: Path, models, *, out=None) -> None:
+    """After a sweep's report: a short-lived follower sends what changed since the sweep's own
+    follower stopped, which is the sweep record with its verdicts (the runs are all sent)."""
+    follower = start(cfg, root, models, out=out)
+    if follower is not None:
+        follower.stop()
+
+
 def backfill(chosen, root: Path, run_dirs, hint: str) -> int:
     """Send the runs once, in a fresh process (trackio fixes its directory when imported); its exit status."""
     Path(root).mkdir(parents=True, exist_ok=True)
