@@ -178,7 +178,7 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
             return 0
         return trainer.run()
     except (BadInput, CheckpointError) as err:
-        return _report(run_dir, rank, world, str(err), 2, trainer, err=True)
+        return _report(run_dir, rank, world, str(err), 2, trainer)
     except KeyboardInterrupt:
         return _report(run_dir, rank, world, "interrupted; run again to resume from the last checkpoint", 1, trainer)
     except Exception as err:  # a crash: record it, keep the traceback in log.txt
@@ -193,13 +193,13 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
             dist.destroy_process_group()
 
 
-def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, trainer, err: bool = False) -> int:
+def _report(run_dir: Path, rank: int, world: int, reason: str, code: int, trainer) -> int:
     step = getattr(trainer, "done", None)
     if rank == 0:
         try:
             rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=code)
-        except OSError as err:  # the disk that failed the run may refuse this too; the parent retries
-            if storage_cause(err) is None:
+        except OSError as exc:  # the disk that failed the run may refuse this too; the parent retries
+            if storage_cause(exc) is None:
                 raise
         _say(f"error: {reason}" if code == 2 else f"run failed: {reason}", err=True)
     if world > 1:
