@@ -12,7 +12,7 @@ DEFCONFIGS := $(sort $(notdir $(wildcard defconfigs/*)))
 	prepare-gpt2-data doctor export bench-sparse clean mrproper
 
 run: $(STAMP) ## Train what .config selects: one run, or the whole test matrix
-	$(PY) scripts/run.py $(if $(FRESH),--fresh) $(if $(FORCE),--force)
+	$(PY) -m scripts.run $(if $(FRESH),--fresh) $(if $(FORCE),--force)
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
@@ -21,68 +21,68 @@ $(STAMP): requirements.txt
 deps: $(STAMP) ## Create .venv from the pinned requirements (done automatically)
 
 help: ## List the targets
-	@$(PYTHON) scripts/make_help.py Makefile
+	@$(PYTHON) -m scripts.make_help Makefile
 
 menuconfig: $(STAMP) ## Edit .config in a text-mode menu
-	@$(PY) scripts/kconfig.py menuconfig
+	@$(PY) -m scripts.kconfig menuconfig
 
 # One explicit rule per shipped defconfig so that shell completion offers them.
 define DEFCONFIG_RULE
 defconfig-$(1): $(STAMP)
-	@$(PY) scripts/kconfig.py defconfig $(1)
+	@$(PY) -m scripts.kconfig defconfig $(1)
 endef
 $(foreach name,$(DEFCONFIGS),$(eval $(call DEFCONFIG_RULE,$(name))))
 
 defconfig-%: $(STAMP) # unknown names: the script names the closest ones
-	@$(PY) scripts/kconfig.py defconfig $*
+	@$(PY) -m scripts.kconfig defconfig $*
 
 list-defconfigs: $(STAMP) ## List the shipped configurations
-	@$(PY) scripts/kconfig.py list
+	@$(PY) -m scripts.kconfig list
 
 olddefconfig: $(STAMP) ## Update .config to the current Kconfig tree, new options at defaults
-	@$(PY) scripts/kconfig.py olddefconfig
+	@$(PY) -m scripts.kconfig olddefconfig
 
 savedefconfig: $(STAMP) ## Minimal config: to defconfigs/$(DEFCONFIG) (FORCE=1 overwrites), or printed
-	@$(PY) scripts/kconfig.py savedefconfig $(if $(DEFCONFIG),"$(DEFCONFIG)") $(if $(FORCE),--force)
+	@$(PY) -m scripts.kconfig savedefconfig $(if $(DEFCONFIG),"$(DEFCONFIG)") $(if $(FORCE),--force)
 
 allnoconfig: $(STAMP) ## .config with every option off that can be
-	@$(PY) scripts/kconfig.py allnoconfig
+	@$(PY) -m scripts.kconfig allnoconfig
 
 alldefconfig: $(STAMP) ## .config with every option at its default
-	@$(PY) scripts/kconfig.py alldefconfig
+	@$(PY) -m scripts.kconfig alldefconfig
 
 test-matrix: $(STAMP) ## Run the sweep .config selects (DRY_RUN=1 plans, RERUN=failed retries)
-	$(PY) scripts/test_matrix.py $(if $(DRY_RUN),--dry-run) $(if $(RERUN),--rerun $(RERUN))
+	$(PY) -m scripts.sweep $(if $(DRY_RUN),--dry-run) $(if $(RERUN),--rerun $(RERUN))
 
 report: $(STAMP) ## Tables and plots of a results directory (DIR=results/...)
-	$(PY) scripts/report.py $(if $(DIR),"$(DIR)")
+	$(PY) -m scripts.report $(if $(DIR),"$(DIR)")
 
 track: $(STAMP) ## Send runs' files to the tracker .config selects (DIR=results/... or a run)
-	$(PY) scripts/track.py $(DIR)
+	$(PY) -m scripts.track $(DIR)
 
 prepare-gpt2-data: $(STAMP) ## Tokenize the GPT-2 training text into shards
-	$(PY) scripts/prepare_gpt2_data.py
+	$(PY) -m scripts.prepare_gpt2_data
 
 bench: $(STAMP) ## Optimizer/pruning cost vs fused AdamW (ARGS=--full for 85M weights)
-	$(PY) scripts/bench_optimizers.py $(ARGS)
+	$(PY) -m scripts.bench_optimizers $(ARGS)
 
 bench-lenet5: $(STAMP) ## LeNet-5 epoch and run time on this machine
-	$(PY) scripts/bench_lenet5.py $(ARGS)
+	$(PY) -m scripts.bench_lenet5 $(ARGS)
 
 bench-report: $(STAMP) ## Report build time from 1,000 synthetic run directories (ARGS=--runs N)
-	$(PY) scripts/bench_report.py $(ARGS)
+	$(PY) -m scripts.bench_report $(ARGS)
 
 bench-gpt2: $(STAMP) ## GPT-2 training throughput here (on a GPU: 124M, bf16, compile on/off, MFU)
-	$(PY) scripts/bench_gpt2.py $(ARGS)
+	$(PY) -m scripts.bench_gpt2 $(ARGS)
 
 doctor: $(STAMP) ## Check this machine: environment, AUTO's choices, train/compile/prune/resume/DDP per device
-	$(PY) scripts/doctor.py $(ARGS)
+	$(PY) -m scripts.doctor $(ARGS)
 
 export: $(STAMP) ## Write RUN's export/ (safetensors, compact sparse, HF GPT-2); WHICH=best|last
-	$(PY) scripts/export.py $(if $(RUN),--run $(RUN)) $(if $(WHICH),--which $(WHICH))
+	$(PY) -m scripts.export $(if $(RUN),--run $(RUN)) $(if $(WHICH),--which $(WHICH))
 
 bench-sparse: $(STAMP) ## Dense vs sparse (CSR; 2:4 on CUDA) time and memory of RUN's export
-	$(PY) scripts/bench_sparse.py $(if $(RUN),--run $(RUN)) $(ARGS)
+	$(PY) -m scripts.bench_sparse $(if $(RUN),--run $(RUN)) $(ARGS)
 
 # CI (CI=true) has the time for the slow tests too.
 test: $(STAMP) ## Run the fast test suite (and the slow ones under CI)

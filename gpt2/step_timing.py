@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2.model import GPT, GPTConfig
-from lib.device import autocast, optimizer_step, peak_memory_bytes, reset_peak_memory
+from lib.training.device import autocast, optimizer_step, peak_memory_bytes, reset_peak_memory
 from lib.pruning import is_update_step
 
 

@@ -1,7 +1,7 @@
 """GPT-2 on token shards: builds the model and the data, the shared engine does the rest.
 
-    python -m lib.launch --run-dir DIR      (what make runs)
-    python gpt2/train.py --run-dir DIR      (the same)
+    python -m lib.lifecycle.launch --run-dir DIR      (what make runs)
+    python -m gpt2.train --run-dir DIR      (the same)
 
 The engine owns iterations, warm-up + cosine LR, gradient accumulation, clipping (in
 the optimizer), AMP, torch.compile, evaluation, checkpoints, resume and the time
@@ -14,15 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from gpt2 import corpus  # noqa: E402
-from gpt2.corpus import sources, tokenizers  # noqa: E402
-from gpt2.model import GPT, config_from_options  # noqa: E402
-from lib.task import BadInput, Task  # noqa: E402
+from gpt2 import corpus
+from gpt2.corpus import sources, tokenizers
+from gpt2.model import GPT, config_from_options
+from lib.training.task import BadInput, Task
 
 ROOT = Path(__file__).resolve().parent.parent
 # Sequences per validation batch. Fixed, not the training batch, so the validation set
@@ -111,6 +109,6 @@ def build_task(spec, ctx) -> GPT2Task:
 
 
 if __name__ == "__main__":
-    from lib.launch import main
+    from lib.lifecycle.launch import main
 
     sys.exit(main())

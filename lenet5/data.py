@@ -1,7 +1,7 @@
 """MNIST for LeNet-5: the shipped 4,000/1,000 sample or torchvision's full set.
 
 Both are resized from 28x28 to 32x32 (bilinear, once at load) and kept as uint8 tensors
-on the device; normalisation with MNIST's mean/std happens per batch (lib/image_data.py).
+on the device; normalisation with MNIST's mean/std happens per batch (lib/training/image_data.py).
 No augmentation (the seed's setting).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.task import BadInput
+from lib.training.task import BadInput
 
 SAMPLE = Path(__file__).resolve().parent / "mnist_sample.npz"
 MEAN, STD = (0.1307,), (0.3081,)

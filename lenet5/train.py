@@ -1,21 +1,19 @@
 """LeNet-5 on MNIST: builds the model and the data, the shared engine does the rest.
 
-    python -m lib.launch --run-dir DIR      (what make runs)
-    python lenet5/train.py --run-dir DIR    (the same)
+    python -m lib.lifecycle.launch --run-dir DIR      (what make runs)
+    python -m lenet5.train --run-dir DIR    (the same)
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from lenet5 import data  # noqa: E402
-from lenet5.model import LeNet5  # noqa: E402
-from lib.image_data import ImageClassificationTask  # noqa: E402
+from lenet5 import data
+from lenet5.model import LeNet5
+from lib.training.image_data import ImageClassificationTask
 
 
 def build_task(spec, ctx) -> ImageClassificationTask:
@@ -29,6 +27,6 @@ def build_task(spec, ctx) -> ImageClassificationTask:
 
 
 if __name__ == "__main__":
-    from lib.launch import main
+    from lib.lifecycle.launch import main
 
     sys.exit(main())

@@ -1,7 +1,7 @@
 """CIFAR-10 / CIFAR-100 as uint8 tensors on the device (torchvision's files).
 
 Augmentation (random crop 32 with padding 4, horizontal flip) runs per batch on the
-device (lib/image_data.py); the ImageNet stem resizes every batch to 224x224 after it.
+device (lib/training/image_data.py); the ImageNet stem resizes every batch to 224x224 after it.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.task import BadInput
+from lib.training.task import BadInput
 
 # name -> (torchvision class, folder, files, url, mean, std, classes)
 DATASETS = {

@@ -1,19 +1,17 @@
 """ResNet-18 on CIFAR-10 / ResNet-50 on CIFAR-100: model and data, then the shared engine.
 
-    python -m lib.launch --run-dir DIR      (what make runs)
-    python resnet/train.py --run-dir DIR    (the same)
+    python -m lib.lifecycle.launch --run-dir DIR      (what make runs)
+    python -m resnet.train --run-dir DIR    (the same)
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.image_data import ImageClassificationTask  # noqa: E402
-from lib.task import BadInput  # noqa: E402
-from resnet import data, model  # noqa: E402
+from lib.training.image_data import ImageClassificationTask
+from lib.training.task import BadInput
+from resnet import data, model
 
 DEFAULT_DATASET = {"resnet18": "cifar10", "resnet50": "cifar100"}
 
@@ -36,6 +34,6 @@ def build_task(spec, ctx) -> ImageClassificationTask:
 
 
 if __name__ == "__main__":
-    from lib.launch import main
+    from lib.lifecycle.launch import main
 
     sys.exit(main())

@@ -1,7 +1,7 @@
 """GPT-2 training throughput here (small on the CPU, 124M on a GPU), per optimizer and pruning method.
 
-    .venv/bin/python scripts/bench_gpt2.py                 # the reference shape, every case
-    .venv/bin/python scripts/bench_gpt2.py --cases plain,adamw --rounds 3
+    .venv/bin/python -m scripts.bench_gpt2                 # the reference shape, every case
+    .venv/bin/python -m scripts.bench_gpt2 --cases plain,adamw --rounds 3
 
 Reference shape (the issue's): 4 layers, 4 heads, width 256, vocabulary 50304, block 256,
 batch 8, fp32, CPU. One optimizer step = forward, backward, optimizer.step() (gradient
@@ -36,7 +36,7 @@ the pruned cases run inside their sparsity ramp with a mask update every --updat
 steps, and the update steps' extra time is amortised over --frequency. Columns: tokens/s
 and ms/step (amortised), against AdamW's step, optimizer.step() of an ordinary step, of a
 mask-update step, the mask-update step over AdamW's fused step, peak memory, and MFU
-(6 N tokens/s over the GPU's bf16 peak from lib/gpu_peaks.py, "unknown" when the GPU is
+(6 N tokens/s over the GPU's bf16 peak from lib/training/gpu_peaks.py, "unknown" when the GPU is
 not in its table).
 """
 from __future__ import annotations
@@ -49,16 +49,15 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from gpt2.model import GPT, GPTConfig  # noqa: E402
-from gpt2.step_timing import Ramp, amortised_step_s, time_case  # noqa: E402
-from lib import gpu_peaks, hwdetect, optimizers  # noqa: E402
-from lib.device import resolve_amp  # noqa: E402
+from gpt2.model import GPT, GPTConfig
+from gpt2.step_timing import Ramp, amortised_step_s, time_case
+from lib.training import gpu_peaks
+from lib import hwdetect, optimizers
+from lib.training.device import resolve_amp
 
 CASES = ("plain", "adamw", "adamwspam", "bitter7", "bitter7-spam", "spam-magnitude")
 DEVICE_CASES = ("adamw", "bitter7", "spam-magnitude")

@@ -1,12 +1,12 @@
 """LeNet-5 speed and accuracy on this machine, against the project's targets.
 
-    python scripts/bench_lenet5.py [--threads 1 2] [--repeats 3] [--seeds 1 2 3] [--set NAME=VALUE ...]
+    python -m scripts.bench_lenet5 [--threads 1 2] [--repeats 3] [--seeds 1 2 3] [--set NAME=VALUE ...]
 
 Trains defconfig lenet5-sample-bitter7 (AdamWPrune bitter7 at 90%, batch 64, 10 epochs,
 4,000 training digits) and its dense AdamW twin through the real engine
-(lib.launch.run, in this process, in a temporary directory) and prints:
+(lib.lifecycle.launch.run, in this process, in a temporary directory) and prints:
   per-epoch time   training steps only (no evaluation), from summary.json
-  whole run        wall time of lib.launch.run: data, model, 10 epochs, 10 evaluations,
+  whole run        wall time of lib.lifecycle.launch.run: data, model, 10 epochs, 10 evaluations,
                    checkpoints, metrics, plot; after set-up = after Python and torch import
   accuracy         final test accuracy on the 1,000 held-out digits
 Times are the best of --repeats (other processes only ever add time); the load average
@@ -28,13 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from lib import config, launch, rundir  # noqa: E402
-from lib.tracking import child as tracking  # noqa: E402
-from test_matrix.expand import expand  # noqa: E402
+from lib.configuration import config
+from lib.lifecycle import launch, rundir
+from lib.tracking import child as tracking
+from test_matrix.expand import expand
 
 DEFCONFIG = "lenet5-sample-bitter7"
 TARGETS = {"epoch_s": 0.32, "run_s": 8.0, "dense_acc": 97.0, "bitter7_acc": 96.5}

@@ -34,9 +34,8 @@ import time
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lib.optimizers import create  # noqa: E402
-from lib.pruning import is_update_step, sparsity_at  # noqa: E402
+from lib.optimizers import create
+from lib.pruning import is_update_step, sparsity_at
 
 SHAPES = [(2304, 768), (768, 768), (3072, 768), (768, 3072)]  # (out, in) of nn.Linear
 METHODS = {

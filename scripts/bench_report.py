@@ -1,6 +1,6 @@
 """How long the report of a large sweep takes: synthetic run directories, then report.build.
 
-    python scripts/bench_report.py [--runs 1000] [--seeds 5] [--dir DIR]
+    python -m scripts.bench_report [--runs 1000] [--seeds 5] [--dir DIR]
 
 Writes --runs synthetic run directories (test_matrix/synthetic.py: the engine's file formats,
 no training) into DIR (default: a temporary directory, removed afterwards), builds the
@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_matrix import html_report, report, synthetic  # noqa: E402
+from test_matrix import html_report, report, synthetic
 
 
 def main(argv=None) -> int:

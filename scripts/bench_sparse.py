@@ -1,6 +1,6 @@
 """make bench-sparse: dense vs sparse (CSR; 2:4 on CUDA) time and memory of an exported run.
 
-    python scripts/bench_sparse.py [--run DIR] [--device auto|cpu|cuda] [--min-time S] [--repeats N]
+    python -m scripts.bench_sparse [--run DIR] [--device auto|cpu|cuda] [--min-time S] [--repeats N]
 
 Without --run: the newest finished run of the current .config (export it first with
 'make export'). Writes <run>/export/bench_sparse.jsonl and prints a table.
@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.export.cli import main  # noqa: E402
+from lib.export.cli import main
 
 
 def body(argv=None) -> int:

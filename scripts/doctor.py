@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lib.config import ConfigError  # noqa: E402
-from lib.doctor import environment, runner  # noqa: E402
+from lib.configuration.config import ConfigError
+from lib.doctor import environment, runner
 
 
 def main(argv=None) -> int:

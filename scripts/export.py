@@ -1,6 +1,6 @@
 """make export: write <run>/export/ (safetensors, compact sparse form, Hugging Face GPT-2 folder).
 
-    python scripts/export.py [--run DIR] [--which best|last]
+    python -m scripts.export [--run DIR] [--which best|last]
 
 Without --run: the newest finished run of the current .config. See docs/export.md.
 """
@@ -8,9 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.export.cli import main  # noqa: E402
+from lib.export.cli import main
 
 
 def body(argv=None) -> int:

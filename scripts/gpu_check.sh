@@ -24,8 +24,8 @@ if [ -x .venv/bin/python ] && make -q .venv/.installed 2>/dev/null; then
     bench=(make -s bench-gpt2 ARGS="--device cuda --json $dir/bench-gpt2.json")
 else
     py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-    doctor=("$py" scripts/doctor.py --json "$dir/doctor.json")
-    bench=("$py" scripts/bench_gpt2.py --device cuda --json "$dir/bench-gpt2.json")
+    doctor=("$py" -m scripts.doctor --json "$dir/doctor.json")
+    bench=("$py" -m scripts.bench_gpt2 --device cuda --json "$dir/bench-gpt2.json")
 fi
 
 {
@@ -50,6 +50,6 @@ step() {  # step NAME TIMEOUT COMMAND...: run it, tee its output, record rc and 
 : > "$dir/steps.txt"
 step doctor "${DOCTOR_TIMEOUT:-240}" "${doctor[@]}"; doctor_rc=$?
 step bench-gpt2 "${BENCH_TIMEOUT:-270}" "${bench[@]}"; bench_rc=$?
-"$py" scripts/gpu_check_summary.py "$dir" | tee "$dir/summary.txt"
+"$py" -m scripts.gpu_check_summary "$dir" | tee "$dir/summary.txt"
 echo "figures in $dir"
 [ "$doctor_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

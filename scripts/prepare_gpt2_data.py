@@ -8,15 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    # As a script, sys.path[0] is scripts/ (whose test_matrix.py would shadow the package).
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from gpt2 import corpus  # noqa: E402
-from gpt2.corpus import sources  # noqa: E402
-from gpt2.corpus.build import DEFAULT_SHARD_TOKENS  # noqa: E402
-from lib import config as lib_config  # noqa: E402
-from lib import runspec  # noqa: E402
+from gpt2 import corpus
+from gpt2.corpus import sources
+from gpt2.corpus.build import DEFAULT_SHARD_TOKENS
+from lib.configuration import config as lib_config
+from lib.configuration import runspec
 
 ROOT = Path(__file__).resolve().parent.parent
 

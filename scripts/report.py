@@ -7,13 +7,9 @@ import sys
 from pathlib import Path
 
 
-if __name__ == "__main__":
-    # Run as a script, sys.path[0] is scripts/, where test_matrix.py would shadow the
-    # test_matrix package: look in the project root instead.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from lib import config as lib_config  # noqa: E402
-from test_matrix import report, sweep  # noqa: E402
+from lib.configuration import config as lib_config
+from test_matrix import report, sweep
 
 
 def main(argv=None) -> int:

@@ -9,12 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the project root, not scripts/
 
-from lib import rundir  # noqa: E402
-from lib.tracking import child, follower, settings as tracking_settings  # noqa: E402
-from test_matrix.sweep import SweepRefused, main as entry_point, resolve  # noqa: E402
+from lib.lifecycle import rundir
+from lib.tracking import child, follower, settings as tracking_settings
+from test_matrix.sweep import SweepRefused, main as entry_point, resolve
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ from itertools import combinations
 
 import pandas as pd
 
-from lib.config import ConfigError
+from lib.configuration.config import ConfigError
 from test_matrix import plots, results, stats
 from test_matrix import state as run_state
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from statistics import mean
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 
 _IGNORED = ("seed", "run_id")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import executor_api, state as run_state
 
 OUTPUT = "sweep-output.txt"  # the child's stdout/stderr; the engine's own log is log.txt
@@ -43,7 +43,7 @@ class Outcome:
 
 
 def default_command(run_dir: Path, flags: list[str]) -> list[str]:
-    return [sys.executable, "-m", "lib.launch", "--run-dir", str(run_dir), *flags]
+    return [sys.executable, "-m", "lib.lifecycle.launch", "--run-dir", str(run_dir), *flags]
 
 
 def cpu_count() -> int:

@@ -1,7 +1,7 @@
 """What the sweep needs from an executor, and which executors there are.
 
 An executor takes prepared run directories (Jobs) and, for each one:
-  submit  runs the launcher `command(run_dir, flags)` (python -m lib.launch --run-dir DIR)
+  submit  runs the launcher `command(run_dir, flags)` (python -m lib.lifecycle.launch --run-dir DIR)
           in that directory, with KNLP_NUM_THREADS set to its thread share;
   watch   calls on_event("start" | "finish" | "retry" | "tick", job, outcome) as runs go;
   cancel  on KeyboardInterrupt stops every run it started as abruptly as kill -9 and
@@ -20,7 +20,7 @@ import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 
 # name -> "module:class"; imported on use, so the local sweep never imports Ray.
 EXECUTORS = {

@@ -10,8 +10,8 @@ Rules (fairness by construction):
 """
 from __future__ import annotations
 
-from lib import runspec
-from lib.config import ConfigError
+from lib.configuration import runspec
+from lib.configuration.config import ConfigError
 
 
 def selected_models(cfg) -> list[str]:

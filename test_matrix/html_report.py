@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.atomic import atomic_write_text
+from lib.lifecycle.atomic import atomic_write_text
 from test_matrix import comparisons as comparisons_mod
 from test_matrix import results, stats
 from test_matrix import state as run_state

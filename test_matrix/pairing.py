@@ -1,5 +1,5 @@
 """Do the seeds of a sweep pair? Seed k of every configuration of one model must start from
-the same initial weights and see the same data order (start.json, lib/start_record.py).
+the same initial weights and see the same data order (start.json, lib/lifecycle/start_record.py).
 
 Read from the run directories only. A run without start.json (made before it existed, or
 failed before its first step) cannot be checked and is counted as such; a run whose start
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lib import rundir, start_record
+from lib.lifecycle import rundir, start_record
 
 KEYS = ("weights", "data_order")
 

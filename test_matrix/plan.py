@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 
 PLAN = "matrix.json"
 VERSION = 1

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lib.atomic import atomic_write  # noqa: E402
+from lib.lifecycle.atomic import atomic_write  # noqa: E402
 
 LEGEND_MAX = 24
 

@@ -1,6 +1,6 @@
 """Runs of a sweep as Ray tasks: on a Ray cluster, or on a private Ray instance on this machine.
 
-Each run is one task that runs the same launcher a local sweep runs (python -m lib.launch
+Each run is one task that runs the same launcher a local sweep runs (python -m lib.lifecycle.launch
 --run-dir DIR) in the run's own directory, on whichever node Ray picks; the outcome is read
 back from the run directory, which every node sees. Ray's own task retries are off: the
 sweep retries a run whose process or node died itself (test_matrix.executor_api.Retries),
@@ -52,7 +52,7 @@ def _launch(run_dir: str, command: list[str], cwd: str, threads: int, timeout_s:
 
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    from lib import heartbeat
+    from lib.lifecycle import heartbeat
     from test_matrix import state as run_state
     from test_matrix.executor import OUTPUT, _die_with_parent, _stop
 
@@ -94,7 +94,7 @@ def _probe(results_dir: str, token: str, cwd: str, python: str) -> dict:
     import socket
 
     host = socket.gethostname()
-    found = {"host": host, "checkout": os.path.isfile(os.path.join(cwd, "lib", "launch.py")),
+    found = {"host": host, "checkout": os.path.isfile(os.path.join(cwd, "lib", "lifecycle", "launch.py")),
              "python": os.path.exists(python), "error": None}
     try:
         with open(os.path.join(results_dir, token), "w") as handle:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import config as lib_config
-from lib.atomic import atomic_write_text
+from lib.configuration import config as lib_config
+from lib.lifecycle.atomic import atomic_write_text
 from test_matrix import comparisons as comparisons_mod, html_report, pairing, plan as plan_file, plots, results
 from test_matrix import state as run_state
 

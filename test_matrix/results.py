@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 from test_matrix import state as run_state
 from test_matrix.expand import config_id

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lib import config as lib_config
-from lib import rundir
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir
 from lib.tracking import child as tracking
 from test_matrix import foreground, plan as plan_file, state as run_state, sweep
 from test_matrix.executor import _exit_reason, _record_failure, default_command

@@ -7,7 +7,7 @@ States:
   interrupted  status says running but its process is gone (Ctrl-C, kill -9, reboot):
                launching it again resumes from its last checkpoint
   running      a live process is training it right now (leave it alone): on this host its
-               pid is alive; on another host its heartbeat (lib/heartbeat.py) is recent
+               pid is alive; on another host its heartbeat (lib/lifecycle/heartbeat.py) is recent
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from lib import heartbeat, rundir
+from lib.lifecycle import heartbeat, rundir
 
 PENDING, COMPLETED, FAILED, INTERRUPTED, RUNNING = "pending", "completed", "failed", "interrupted", "running"
 

@@ -1,7 +1,7 @@
 """Paired statistics across seeds: is a difference between two configurations real?
 
 Seed k of every configuration starts from the same initial weights and sees the same data
-order (lib/seeding.py; the report checks the runs' start digests), so configurations are
+order (lib/training/seeding.py; the report checks the runs' start digests), so configurations are
 compared pair by pair on the per-seed differences d_k = a_k - b_k, not as two independent
 samples: the seed-to-seed noise that both runs share cancels.
 

@@ -12,9 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from lib import config as lib_config
-from lib import rundir
-from lib.storage_errors import describe as describe_storage_error, is_storage_error
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir
+from lib.lifecycle.storage_errors import describe as describe_storage_error, is_storage_error
 from lib.tracking import child as tracking
 from test_matrix import estimate, executor_api, plan as plan_file, state as run_state, time_budget
 from test_matrix.comparisons import detect_differences
@@ -203,7 +203,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         make_report: bool = True, out=None, bar: bool | None = None) -> int:
     """Run the sweep `cfg` asks for. 0: every run completed; 1: some failed or were left undone.
 
-    Raises SweepRefused (and lib.config.ConfigError) for bad input; nothing is touched then.
+    Raises SweepRefused (and lib.configuration.config.ConfigError) for bad input; nothing is touched then.
     """
     out = out or sys.stdout
     if rerun is not None and rerun not in RERUN_CHOICES:

@@ -9,7 +9,7 @@ import itertools
 import random
 from pathlib import Path
 
-from lib import rundir, start_record
+from lib.lifecycle import rundir, start_record
 from test_matrix import plan as plan_file
 
 METHODS = [("adamw", "magnitude", None), ("adamw", "movement", None)] + [

@@ -2,7 +2,7 @@
 
 A run with TIME_BUDGET_SECONDS alone times its own steps and fits its schedule to them,
 so in a sweep a slower method would train fewer steps than a faster one. Instead the
-sweep first probes each configuration of a comparison once (`lib.launch --probe`, in
+sweep first probes each configuration of a comparison once (`lib.lifecycle.launch --probe`, in
 the executor, so the probes share the machine as the runs will), takes the slowest:
 the fewest base steps that fit the budget, and writes that step count into every run
 directory (shared-budget.json) before the runs start. bitter2 keeps its 1.21x (flagged
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 from test_matrix.executor import Job
 from test_matrix.expand import config_id

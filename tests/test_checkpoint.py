@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import checkpoint, seeding
-from lib.checkpoint import CheckpointError
+from lib.lifecycle import checkpoint
+from lib.training import seeding
+from lib.lifecycle.checkpoint import CheckpointError
 
 
 def test_save_load_round_trip_with_weights_only(tmp_path):

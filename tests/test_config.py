@@ -6,7 +6,7 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from lib import config
+from lib.configuration import config
 from scripts.kconfig import minimal_config
 
 ROOT = config.ROOT

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lib import config, decimal_ranges
+from lib.configuration import config, decimal_ranges
 
 
 def _load(tmp_path, text):
@@ -74,7 +74,7 @@ def test_int_out_of_range_states_the_range(tmp_path):
 
 
 def test_menuconfig_without_a_terminal_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, str(config.ROOT / "scripts" / "kconfig.py"), "menuconfig"],
+    result = subprocess.run([sys.executable, "-m", "scripts.kconfig", "menuconfig"], cwd=config.ROOT,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "needs an interactive terminal" in result.stderr

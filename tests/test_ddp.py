@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from lib import launch, rundir
-from lib.task import BadInput
+from lib.lifecycle import launch, rundir
+from lib.training.task import BadInput
 from tests.test_engine_support import lenet_spec, load, prepare, run, stable_metrics
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 
@@ -76,7 +76,7 @@ def test_process_count_rules(monkeypatch):
 
 
 def test_manual_batch_is_split_over_processes():
-    from lib.resolve import batch_plan
+    from lib.configuration.resolve import batch_plan
 
     spec = lenet_spec(BATCH_SIZE=64, GRAD_ACC=4)
     assert [batch_plan(spec, world_size=w, device_type="cpu", compile=False)[k] for w in (1, 2, 4, 8)

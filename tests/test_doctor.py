@@ -166,7 +166,7 @@ def test_main_refuses_cuda_without_gpus(capsys):
                     reason="on a CPU machine tests/test_gpu_check.py runs the whole doctor (and times it)")
 def test_make_doctor_passes_on_this_gpu_machine(tmp_path):
     began = time.monotonic()
-    result = subprocess.run([sys.executable, "scripts/doctor.py", "--json", str(tmp_path / "d.json")], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "scripts.doctor", "--json", str(tmp_path / "d.json")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - began
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from tests.test_engine_support import (lenet_spec, load, prepare, run, same_weights, stable_metrics,
                                        with_runtime)
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)

@@ -1,19 +1,19 @@
 """Every config symbol a run reads reaches the engine: change it, see hparams.json change.
 
 For each scenario (a shipped defconfig, optionally with a different optimizer or
-method), a recording Config captures every symbol that lib.runspec.build reads. Each of
+method), a recording Config captures every symbol that lib.configuration.runspec.build reads. Each of
 those symbols is then changed the way a user would in menuconfig (through kconfiglib,
 so dependencies and choices behave as in real life), the run is re-resolved with the
-engine's own lib.resolve.plan, and the resolved hyperparameters must differ.
+engine's own lib.configuration.resolve.plan, and the resolved hyperparameters must differ.
 """
 import kconfiglib
 import pytest
 
-from lib import config, runspec
-from lib.config import Config, load_kconfig, typed_values
-from lib.launch import resolve_nproc
-from lib.resolve import plan
-from lib.task import BadInput
+from lib.configuration import config, runspec
+from lib.configuration.config import Config, load_kconfig, typed_values
+from lib.lifecycle.launch import resolve_nproc
+from lib.configuration.resolve import plan
+from lib.training.task import BadInput
 from test_matrix.expand import expand
 
 TRAIN_SIZES = {"lenet5": 4000, "resnet18": 50000, "resnet50": 50000, "gpt2": None}

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from tests.test_engine_support import lenet_spec, load, prepare, run, with_runtime
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 
@@ -82,7 +82,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
     path = run_dir / rundir.LAST
     payload = load(path)
     payload["model"] = {"conv1.weight": payload["model"]["conv1.weight"]}
-    from lib import checkpoint
+    from lib.lifecycle import checkpoint
 
     checkpoint.save(path, {k: v for k, v in payload.items() if k != "format"})
     assert run(run_dir) == 2
@@ -122,7 +122,7 @@ def test_gpu_demanded_on_a_cpu_machine(tmp_path, capsys, bad):
 
 
 def test_fresh_moves_only_the_engines_outputs(tmp_path):
-    from lib.launch import move_aside
+    from lib.lifecycle.launch import move_aside
 
     run_dir = prepare(tmp_path, lenet_spec())
     for name in (rundir.LAST, rundir.METRICS, rundir.STATUS, ".last.pt.x1y2", "sweep-output.txt"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from tests.test_engine_support import lenet_spec, load, prepare, run, same_weights, stable_metrics
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 
@@ -43,7 +43,7 @@ def test_interrupt_and_resume_matches_uninterrupted(tmp_path, reference, stop):
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, reference):
     """A polite kill (SIGTERM/Ctrl-C) stops at the next step with last.pt of that step."""
     run_dir = prepare(tmp_path, lenet_spec())
-    proc = subprocess.Popen([sys.executable, "-m", "lib.launch", "--run-dir", str(run_dir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "lib.lifecycle.launch", "--run-dir", str(run_dir)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (run_dir / rundir.METRICS).exists():
@@ -61,7 +61,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, reference):
 def test_kill_9_at_random_moments_never_breaks_resume(tmp_path, reference):
     """SIGKILL at several moments (mid-step, mid-write): every resume ends like the reference."""
     run_dir = prepare(tmp_path, lenet_spec())
-    cmd = [sys.executable, "-m", "lib.launch", "--run-dir", str(run_dir)]
+    cmd = [sys.executable, "-m", "lib.lifecycle.launch", "--run-dir", str(run_dir)]
     for delay in (2.2, 2.6, 3.0, 3.4):  # python + torch start-up is ~2 s here
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)

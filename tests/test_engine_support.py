@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import config, launch, rundir
+from lib.configuration import config
+from lib.lifecycle import launch, rundir
 from test_matrix.expand import expand
 
 # 2 x 62 steps, ramp 21..93, constant LR so that records can be checked against it

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from lib.config import ConfigError, from_defconfig
+from lib.configuration.config import ConfigError, from_defconfig
 from test_matrix.expand import budget_of, config_id, expand, fairness_problems, schedule_of
 from test_matrix_fakes import LENET_COMPARE, stem, write_config
 

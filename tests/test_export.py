@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from lenet5.model import LeNet5
-from lib import config, rundir
-from lib.config import ROOT
+from lib.configuration import config
+from lib.lifecycle import rundir
+from lib.configuration.config import ROOT
 from lib.export import bench_run, compact
 from lib.export.write import export, same_bits
-from lib.task import BadInput
+from lib.training.task import BadInput
 from test_matrix.expand import expand
 from tests.test_engine_support import FAST, lenet_spec, prepare, run
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
@@ -115,10 +116,10 @@ def test_bench_sparse_prints_every_figure(runs, capsys):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, runs):
-    for script, args, message in [("export.py", ["--run", str(tmp_path)], "not a run directory"),
-                                  ("export.py", ["--run", str(runs["adam"]), "--which", "worst"], "choose best"),
-                                  ("bench_sparse.py", ["--run", str(tmp_path)], "not a run directory")]:
-        result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True,
+    for script, args, message in [("export", ["--run", str(tmp_path)], "not a run directory"),
+                                  ("export", ["--run", str(runs["adam"]), "--which", "worst"], "choose best"),
+                                  ("bench_sparse", ["--run", str(tmp_path)], "not a run directory")]:
+        result = subprocess.run([sys.executable, "-m", f"scripts.{script}", *args], capture_output=True,
                                 text=True, cwd=ROOT)
         assert result.returncode == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,7 +1,7 @@
 """Peak bf16 table by GPU name and MFU = 6 N tokens/s / peak."""
 import pytest
 
-from lib.gpu_peaks import bf16_peak_tflops, mfu, model_flops_per_s
+from lib.training.gpu_peaks import bf16_peak_tflops, mfu, model_flops_per_s
 
 # Names as torch.cuda.get_device_name reports them; peaks from the vendors' datasheets
 # (dense: half the "with sparsity" figure), written out here by hand.

@@ -8,8 +8,8 @@ import torch
 
 from lenet5 import data
 from lenet5.model import LeNet5
-from lib import rundir
-from lib.task import BadInput
+from lib.lifecycle import rundir
+from lib.training.task import BadInput
 from tests.test_engine_support import lenet_spec, prepare, run
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 

@@ -1,10 +1,10 @@
-"""lib.lr_schedule against torch's own schedulers (an independent, recursive computation)."""
+"""lib.training.lr_schedule against torch's own schedulers (an independent, recursive computation)."""
 import math
 
 import pytest
 import torch
 
-from lib.lr_schedule import check, lr_at
+from lib.training.lr_schedule import check, lr_at
 
 
 def torch_lrs(make_scheduler, steps, base=0.1):

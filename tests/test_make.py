@@ -113,7 +113,7 @@ def test_menuconfig_starts_in_a_terminal_and_quits_cleanly(tree):
         os.chdir(tree)
         os.environ.update(TERM="xterm", LINES="40", COLUMNS="120")
         python = str(tree / ".venv/bin/python")
-        os.execv(python, [python, "scripts/kconfig.py", "menuconfig"])
+        os.execv(python, [python, "-m", "scripts.kconfig", "menuconfig"])
     screen = _read_until(fd, b"General", 30)
     assert b"General" in screen, screen[-500:]
     os.write(fd, b"Q")

@@ -1,4 +1,4 @@
-"""The test matrix with the real engine (lib.launch) on the shipped LeNet-5 sample (slow)."""
+"""The test matrix with the real engine (lib.lifecycle.launch) on the shipped LeNet-5 sample (slow)."""
 import io
 import os
 import signal
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from lib import config as lib_config
-from lib import rundir
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file, sweep
 from test_matrix_fakes import LENET_SAMPLE, run_path, write_config
 
@@ -38,7 +38,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path):
     cfg = write_config(tmp_path, SAMPLE + "CONFIG_OPTIMIZER_ADAMWPRUNE=y\nCONFIG_PRUNING_MAGNITUDE=y\n"
                                           "CONFIG_LENET5_EPOCHS=6")
     results = tmp_path / "results"
-    code = ("import sys; sys.path[:0] = [sys.argv[1]]; from lib import config; from test_matrix import sweep;"
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]; from lib.configuration import config; from test_matrix import sweep;"
             "sys.exit(sweep.run(config.load(sys.argv[2]), make_report=False))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(lib_config.ROOT), str(tmp_path / "test.config")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

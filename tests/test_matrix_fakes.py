@@ -1,6 +1,6 @@
 """Helpers for the test-matrix tests: configs written like defconfigs, and a fake engine.
 
-The fake engine stands in for `python -m lib.launch --run-dir DIR [--fresh]` with the same
+The fake engine stands in for `python -m lib.lifecycle.launch --run-dir DIR [--fresh]` with the same
 contract (status.json, metrics.jsonl, hparams.json, summary.json, exit 0/1/2, resume from
 its checkpoint) but trains nothing, so sweeps can be tested in seconds. Behaviour comes
 from the run's own spec (an SGD learning rate >= 1000 "diverges") or from environment
@@ -17,14 +17,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from lib import config as lib_config
+from lib.configuration import config as lib_config
 
 LOAD = lib_config.load  # the real loader, before tests point it at their own files
 
 FAKE_ENGINE = textwrap.dedent('''
     import json, os, sys, time
     sys.path.insert(0, ROOT)
-    from lib import rundir
+    from lib.lifecycle import rundir
 
     import re
     run_dir = sys.argv[1]
@@ -148,14 +148,14 @@ def load_script(name):
 
 
 def use_config(monkeypatch, path):
-    """Make lib.config.load() (what the scripts call) read `path` instead of the project's .config."""
+    """Make lib.configuration.config.load() (what the scripts call) read `path` instead of the project's .config."""
     monkeypatch.setattr(lib_config, "load", functools.partial(LOAD, path))
 
 
 def linger_after_completing(tmp_path: Path, seconds: float):
     """A `command` whose run completes (status.json "completed"), then is slow to exit."""
     script = tmp_path / "linger.py"
-    script.write_text(f"import sys, time\nsys.path.insert(0, {str(lib_config.ROOT)!r})\nfrom lib import rundir\n"
+    script.write_text(f"import sys, time\nsys.path.insert(0, {str(lib_config.ROOT)!r})\nfrom lib.lifecycle import rundir\n"
                       "rundir.write_status(sys.argv[1], 'completed', step=5)\n"
                       f"time.sleep({seconds})\n")
     return lambda run_dir, flags: [sys.executable, str(script), str(run_dir), *flags]

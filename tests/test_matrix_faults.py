@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lib import launch, rundir
+from lib.lifecycle import launch, rundir
 from test_matrix import executor as executor_module, single, sweep
 from test_matrix.expand import expand
 from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, linger_after_completing, write_config

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import config as lib_config
-from lib import extras, rundir
+from lib.configuration import config as lib_config
+from lib import extras
+from lib.lifecycle import rundir
 from ray_cluster import Cluster, free_port
 from test_matrix import plan as plan_file, sweep
 from test_matrix.ray_executor import RayExecutor
@@ -128,7 +129,7 @@ DRIVER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from pathlib import Path
-from lib import config as lib_config
+from lib.configuration import config as lib_config
 from test_matrix import sweep
 from test_matrix_fakes import fake_engine
 tmp = Path({tmp!r})

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from lib import config as lib_config
-from lib import rundir
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file, state as run_state, sweep
 from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, write_config
 
@@ -17,7 +17,7 @@ DRIVER = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from pathlib import Path
-from lib import config as lib_config
+from lib.configuration import config as lib_config
 from test_matrix import sweep
 from test_matrix_fakes import fake_engine
 tmp = Path({tmp!r})

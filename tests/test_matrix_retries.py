@@ -3,7 +3,7 @@ import io
 import os
 import time
 
-from lib import heartbeat, rundir
+from lib.lifecycle import heartbeat, rundir
 from test_matrix import executor_api, state as run_state, sweep
 from test_matrix_fakes import LENET_COMPARE, fake_engine, launches, run_path, stem, write_config
 

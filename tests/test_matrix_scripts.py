@@ -1,7 +1,7 @@
-"""The entry points: `make` (scripts/run.py) and `make test-matrix` (scripts/test_matrix.py)."""
+"""The entry points: `make` (scripts/run.py) and `make test-matrix` (scripts/sweep.py)."""
 import io
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import single
 from test_matrix.expand import expand
 from test_matrix_fakes import LENET_COMPARE, fake_engine, load_script, run_path, use_config, write_config
@@ -9,13 +9,13 @@ from test_matrix_fakes import LENET_COMPARE, fake_engine, load_script, run_path,
 
 def test_missing_config_and_bad_rerun_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     write_config(tmp_path, LENET_COMPARE, name="sweep.config")
-    for name in ("test_matrix", "run"):
+    for name in ("sweep", "run"):
         script = load_script(name)
         use_config(monkeypatch, tmp_path / ".config")
         assert script.main([]) == 2
         err = capsys.readouterr().err
         assert "make defconfig-NAME" in err and len(err.strip().splitlines()) == 1
-    script = load_script("test_matrix")
+    script = load_script("sweep")
     use_config(monkeypatch, tmp_path / "sweep.config")
     assert script.main(["--rerun", "all"]) == 2
     assert "use RERUN=failed" in capsys.readouterr().err
@@ -23,7 +23,7 @@ def test_missing_config_and_bad_rerun_are_one_line_and_exit_2(tmp_path, monkeypa
 
 def test_dry_run_through_the_script(tmp_path, monkeypatch, capsys):
     write_config(tmp_path, LENET_COMPARE, name="sweep.config")
-    script = load_script("test_matrix")
+    script = load_script("sweep")
     use_config(monkeypatch, tmp_path / "sweep.config")
     assert script.main(["--dry-run"]) == 0
     assert "8 runs" in capsys.readouterr().out and not (tmp_path / "results").exists()

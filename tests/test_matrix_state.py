@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import state as run_state
 from test_matrix.lock import Busy, SweepLock
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file, sweep
 from test_matrix.lock import SweepLock
 from test_matrix_fakes import DIVERGING_SGD, LENET_COMPARE, fake_engine, launches, run_path, stem, write_config

@@ -118,9 +118,9 @@ def test_bad_pattern_or_target_is_refused(pattern, target, message):
 
 
 def test_config_reaches_the_run_and_names_it():
-    from lib import config
-    from lib.resolve import optimizer_kwargs, plan
-    from lib.task import BadInput
+    from lib.configuration import config
+    from lib.configuration.resolve import optimizer_kwargs, plan
+    from lib.training.task import BadInput
     from test_matrix.expand import expand
 
     base = config.from_defconfig("gpt2-tiny-cpu")
@@ -142,7 +142,7 @@ def test_config_reaches_the_run_and_names_it():
 
 def test_gpt2_run_with_2_4_masks_trains_exports_and_is_2_4(tmp_path, monkeypatch):
     """Through the engine: a tiny GPT-2 with 2:4 masks ends exactly 2:4 in its exported weights."""
-    from lib import rundir
+    from lib.lifecycle import rundir
     from lib.export.sparse_bench import is_2_4
     from lib.export.write import export
     from safetensors.torch import load_file
@@ -178,7 +178,7 @@ def test_layout_helpers_map_memory_order_to_logical_and_back():
     ("resnet18-cifar10-bitter7", {"SPARSITY_50": 2, "SPARSITY_90": 0}, r"conv1.weight has input size 27 \(3x3x3\)"),
     ("gpt2-tiny-cpu", {"SPARSITY_90": 2}, "end at exactly 50% sparsity")])
 def test_misfit_is_refused_while_the_config_is_expanded(defconfig, sparsity_symbols, message):
-    from lib import config
+    from lib.configuration import config
     from test_matrix.expand import expand
 
     kconf = config.load_kconfig(config.defconfig_path(defconfig))

@@ -7,7 +7,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from test_matrix import plan as plan_file, report
 from test_matrix.expand import config_id, expand
 from test_matrix_fakes import LENET_COMPARE, load_script, run_path, stem, use_config, write_config
@@ -35,7 +35,7 @@ def make_results(tmp_path, text=LENET_COMPARE):
                                                      "total_steps": 400, "batch_size": 64, "grad_acc": 1,
                                                      "world_size": 1, "effective_batch": 64})
         state, pruning = 2000, (1000 if run.pruning == "movement" else 0 if run.pruning == "none" else 125)
-        rundir.write_json(run_dir / rundir.SUMMARY, {  # the engine's format (lib/engine.py _summary)
+        rundir.write_json(run_dir / rundir.SUMMARY, {  # the engine's format (lib/training/engine.py _summary)
             "run_id": run.run_id, "metric": "accuracy", "final": {"step": 20, "accuracy": final, "test_loss": 0.2},
             "best": {"step": 10, "accuracy": final + 0.25 * run.seed, "test_loss": 0.1},
             "achieved_sparsity": run.sparsity * (1 - 0.001 * run.seed), "total_time_s": 30.0 + run.seed,

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from lib import config as lib_config
-from lib import rundir, start_record
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir, start_record
 from test_matrix import comparisons, report
 from test_matrix.expand import config_id, expand, fairness_problems, schedule_of, budget_of
 from test_matrix_fakes import run_path, stem

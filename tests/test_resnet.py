@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import config, rundir
-from lib.engine import Trainer
-from lib.image_data import ImageClassificationTask, random_crop_flip
-from lib.task import BadInput, RunContext
+from lib.configuration import config
+from lib.lifecycle import rundir
+from lib.training.engine import Trainer
+from lib.training.image_data import ImageClassificationTask, random_crop_flip
+from lib.training.task import BadInput, RunContext
 from resnet import data, model
 from test_matrix.expand import expand
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)

@@ -1,7 +1,7 @@
 """Run IDs differ whenever the settings of two runs differ, and read back the same."""
 import itertools
 
-from lib import config, runspec
+from lib.configuration import config, runspec
 from test_matrix import plan as plan_file
 from test_matrix.expand import expand
 from test_matrix_fakes import load_script, use_config
@@ -45,6 +45,6 @@ def test_a_results_directory_that_is_a_file_is_one_line(tmp_path, monkeypatch, c
     cfg.write_text(f'CONFIG_DEVICE_CPU=y\nCONFIG_PRUNING_NONE=y\nCONFIG_PRUNING_MAGNITUDE=y\n'
                    f'CONFIG_TEST_MATRIX_RESULTS_DIR="{blocker}"\n')
     use_config(monkeypatch, cfg)
-    assert load_script("test_matrix").main([]) == 2
+    assert load_script("sweep").main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot write {blocker}" in err[0], err

@@ -9,15 +9,15 @@ import time
 import pytest
 import torch
 
-from lib import config as lib_config
-from lib import rundir
+from lib.configuration import config as lib_config
+from lib.lifecycle import rundir
 
 # Stands in for the engine: trains in steps; the first SIGINT makes it finish the step and
 # "save" (slowly, like a big checkpoint), a second one stops it at once.
 CHILD = textwrap.dedent('''
     import os, signal, sys, time
     sys.path.insert(0, {root!r})
-    from lib import rundir
+    from lib.lifecycle import rundir
     run_dir = sys.argv[1]
     seen = []
     def handler(signum, frame):
@@ -44,7 +44,7 @@ CHILD = textwrap.dedent('''
 DRIVER = textwrap.dedent('''
     import sys
     sys.path[:0] = [{root!r}, {tests!r}]
-    from lib import config as lib_config
+    from lib.configuration import config as lib_config
     from test_matrix import single
     from test_matrix.expand import expand
     cfg = lib_config.load({config!r})
@@ -122,7 +122,7 @@ def test_a_killed_run_is_recorded_failed_with_the_cause(tmp_path):
 REAL_DRIVER = textwrap.dedent('''
     import sys
     sys.path[:0] = [{root!r}]
-    from lib import config as lib_config
+    from lib.configuration import config as lib_config
     from test_matrix import single
     from test_matrix.expand import expand
     cfg = lib_config.load({config!r})

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from lib import rundir, start_record
-from lib.engine import Trainer
+from lib.lifecycle import rundir, start_record
+from lib.training.engine import Trainer
 from lib.pruning.layers import layer_sparsity
-from lib.seeding import seed_everything
-from lib.task import RunContext
+from lib.training.seeding import seed_everything
+from lib.training.task import RunContext
 from tests.test_engine_support import lenet_spec, prepare, run
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 from tests import test_gpt2_train
@@ -77,7 +77,7 @@ def test_gpt2_seed_pairs_share_start_across_methods(tmp_path):
 
 
 def test_resnet_seed_pairs_share_start_across_methods(tmp_path):
-    from lib import config
+    from lib.configuration import config
     from test_matrix.expand import expand
     from tests.test_resnet import generated_task
 
@@ -90,7 +90,7 @@ def test_resnet_seed_pairs_share_start_across_methods(tmp_path):
     starts = {}
     for name, spec in specs.items():
         run_dir = rundir.prepare(tmp_path / name, spec, None)
-        seed_everything(spec.seed)  # as lib.launch does before build_task
+        seed_everything(spec.seed)  # as lib.lifecycle.launch does before build_task
         task = generated_task("resnet18", 10, n_train=8, n_test=4)
         ctx = RunContext(device=torch.device("cpu"), log=lambda _line: None)
         Trainer(task, spec, run_dir, ctx, log=lambda _line: None, progress=False, stop_at_step=1).run()

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import torch
 
-from lib import rundir
+from lib.lifecycle import rundir
 from tests.test_engine_support import lenet_spec, prepare, run
 from tests.test_engine_support import one_thread  # noqa: F401  (fixture)
 from test_matrix_fakes import load_script, use_config

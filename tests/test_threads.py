@@ -2,7 +2,7 @@
 config, recorded in hparams.json, and a resume with another count is refused."""
 import io
 
-from lib import launch, rundir
+from lib.lifecycle import launch, rundir
 from test_matrix import sweep
 from test_matrix.expand import expand
 from tests.test_engine_support import lenet_spec, prepare, run

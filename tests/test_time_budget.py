@@ -2,7 +2,7 @@
 import io
 import time
 
-from lib import launch, rundir
+from lib.lifecycle import launch, rundir
 from test_matrix import sweep, time_budget
 from test_matrix_fakes import stem, write_config
 
@@ -53,7 +53,7 @@ def test_shared_steps_are_those_of_the_slowest_configuration():
 def test_single_run_counts_its_probe_once(tmp_path, monkeypatch):
     from gpt2.corpus import prepare
     from gpt2.corpus.sources import with_paths
-    from lib import engine
+    from lib.training import engine
     from test_matrix.expand import expand
 
     # A long probe (the tiny evaluations and checkpoints cost far less than it does), so a

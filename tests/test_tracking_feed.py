@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from lib import rundir
+from lib.lifecycle import rundir
 from lib.tracking import feed, settings as tracking_settings
 from test_matrix_fakes import write_config
 

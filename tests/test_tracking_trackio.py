@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lib import extras, rundir
+from lib import extras
+from lib.lifecycle import rundir
 from lib.tracking import feed
 from lib.tracking.settings import Settings
 from test_matrix import single, sweep
@@ -82,7 +83,7 @@ def test_a_killed_and_resumed_run_has_no_duplicate_steps(tmp_path):
     run_dir = rundir.prepare(tmp_path / "runs" / spec.run_id, spec, None)
     tracker = single.tracking.start(cfg, run_dir.parent, [spec.model], [run_dir], poll_s=0.3, out=io.StringIO())
     key = Settings(kind="trackio", project=PROJECT, directory=str(run_dir.parent / "trackio")).ledger_key()
-    launch = [sys.executable, "-m", "lib.launch", "--run-dir", str(run_dir)]
+    launch = [sys.executable, "-m", "lib.lifecycle.launch", "--run-dir", str(run_dir)]
     died = subprocess.run(launch, cwd=ROOT, env=dict(os.environ, KNLP_FAULT="exit:191"), capture_output=True)
     assert died.returncode == 17 and len(rundir.read_metrics(run_dir)) == 3
     deadline = time.time() + 60

@@ -2,7 +2,8 @@
 import importlib.util
 import io
 
-from lib import extras, rundir
+from lib import extras
+from lib.lifecycle import rundir
 from test_matrix import single, sweep
 from test_matrix.expand import expand
 from test_matrix_fakes import LENET_COMPARE, fake_engine, write_config

@@ -18,8 +18,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from lib import checkpoint, optimizers
-from lib.device import autocast, optimizer_step, resolve_amp
+from lib.lifecycle import checkpoint
+from lib import optimizers
+from lib.training.device import autocast, optimizer_step, resolve_amp
 
 STEPS = 5
 # The tiny GPT-2 preset's default shape (gpt2/Kconfig GPT2_TINY_*) with the byte tokenizer.

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib import config as lib_config
+from lib.configuration import config as lib_config
 from lib import hwdetect
 
 GIB = 2 ** 30

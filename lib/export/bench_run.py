@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from lib import rundir
+from lib.lifecycle import rundir
 from lib.export import sparse_bench
 from lib.export.models import build_model
 from lib.export.write import DENSE, EXPORT
 from lib.pruning import prunable_weights
-from lib.runspec import RunSpec
-from lib.task import BadInput
+from lib.configuration.runspec import RunSpec
+from lib.training.task import BadInput
 
 RESULTS = "bench_sparse.jsonl"
 

@@ -5,10 +5,10 @@ import sys
 
 
 def main(prefix: str, body) -> int:
-    from lib.checkpoint import CheckpointError
-    from lib.config import ConfigError
+    from lib.lifecycle.checkpoint import CheckpointError
+    from lib.configuration.config import ConfigError
     from lib.extras import ExtraUnavailable
-    from lib.task import BadInput
+    from lib.training.task import BadInput
 
     try:
         return body()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib import rundir
-from lib.task import BadInput
+from lib.lifecycle import rundir
+from lib.training.task import BadInput
 
 
 def newest_finished_run(cfg) -> Path:
@@ -34,6 +34,6 @@ def run_from_args(run: str | None) -> Path:
         if not (path / rundir.SPEC).is_file():
             raise BadInput(f"RUN={run}: not a run directory (no {rundir.SPEC}); pass a directory that 'make' trained")
         return path
-    from lib import config
+    from lib.configuration import config
 
     return newest_finished_run(config.load())

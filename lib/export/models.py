@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lib.task import BadInput
+from lib.training.task import BadInput
 
 RESNET_CLASSES = {"cifar10": 10, "cifar100": 100}
 

@@ -3,7 +3,7 @@
 The masks come from last.pt's optimizer state (Adam family: exp_avg_sq = inf; SGD: the
 packed bits), rebuilt through the same optimizer factory the run used, and the per-layer
 pruned counts from the pruner's own ledger saved with it ("the run's accounting"). best.pt
-holds only weights; for a pruned run it is from the end of the ramp on (lib/engine.py),
+holds only weights; for a pruned run it is from the end of the ramp on (lib/training/engine.py),
 when the masks no longer change, so last.pt's masks are best.pt's masks too.
 """
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from lib import checkpoint, resolve, rundir
+from lib.lifecycle import checkpoint, rundir
+from lib.configuration import resolve
 from lib.export.models import build_model
 from lib.pruning.layout import to_logical
-from lib.runspec import RunSpec
-from lib.task import BadInput
+from lib.configuration.runspec import RunSpec
+from lib.training.task import BadInput
 
 WHICH = ("best", "last")
 

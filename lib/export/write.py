@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lib import rundir
+from lib.lifecycle import rundir
 from lib.export import compact
 from lib.export.models import constructor_text
 from lib.export.run_weights import load_run
@@ -70,7 +70,7 @@ def export(run_dir: Path | str, which: str = "best", out=print) -> dict:
     hf = None
     if rw.spec.model == "gpt2":
         from lib.export import hf_gpt2
-        from lib.launch import _data_dir
+        from lib.lifecycle.launch import _data_dir
 
         hf = hf_gpt2.write(work / HF, rw.state, rw.model.config, rw.spec.model_options.get("tokenizer", "gpt2"),
                            _data_dir(rw.spec))

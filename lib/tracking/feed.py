@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 
 LEDGER = ".tracker.json"
 LOCK = ".tracker.lock"

@@ -22,7 +22,7 @@ ROOT_DIR = Path(__file__).resolve().parent.parent.parent
 if str(ROOT_DIR) not in sys.path:
     sys.path.insert(0, str(ROOT_DIR))
 
-from lib import rundir  # noqa: E402
+from lib.lifecycle import rundir  # noqa: E402
 from lib.tracking import feed  # noqa: E402
 from lib.tracking.settings import Settings  # noqa: E402
 

@@ -57,7 +57,7 @@ def from_config(cfg, root: Path, models) -> Settings | None:
 
 
 def _resolve(path: str) -> Path:
-    from lib import config as lib_config
+    from lib.configuration import config as lib_config
 
     path = Path(path).expanduser()
     return path if path.is_absolute() else lib_config.ROOT / path

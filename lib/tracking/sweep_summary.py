@@ -10,7 +10,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 from lib.tracking import feed
 
 LEDGER = ".tracker-sweep.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lib.rundir import LOG
+from lib.lifecycle.rundir import LOG
 
 
 class RunLog:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib.atomic import atomic_write
+from lib.lifecycle.atomic import atomic_write
 
 
 def plot_curves(records: list[dict], path: Path | str, *, title: str, metric: str) -> bool:

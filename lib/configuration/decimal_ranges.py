@@ -1,7 +1,7 @@
 """Allowed values of the decimal Kconfig symbols, checked when a config is loaded.
 
 Kconfig's `range` works for int symbols only; decimals are strings to Kconfig, so their
-bounds live here and lib/config.py refuses a value outside them at configuration time
+bounds live here and lib/configuration/config.py refuses a value outside them at configuration time
 (defconfig, menuconfig, make), before any run directory exists. A decimal symbol not
 listed here must still be a finite number.
 """

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import kconfiglib
 
-from lib import decimal_ranges
-from lib.atomic import atomic_write_text
+from lib.configuration import decimal_ranges
+from lib.lifecycle.atomic import atomic_write_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KCONFIG = ROOT / "Kconfig"
 DOT_CONFIG = ROOT / ".config"
 CONFIG_PY = ROOT / "config.py"
@@ -216,7 +216,7 @@ def write_config_py(values: dict, path: Path | str = CONFIG_PY, source: str = ".
     config_file = Path(config_file if config_file is not None else source)
     if not config_file.is_absolute() and not config_file.exists():
         config_file = ROOT / config_file
-    lines = [f"# Generated from {source} by lib/config.py; do not edit (make regenerates it).",
+    lines = [f"# Generated from {source} by lib/configuration/config.py; do not edit (make regenerates it).",
              DIGEST_LINE + source_digest(config_file), ""]
     lines += [f"{name} = {value!r}" for name, value in sorted(values.items())]
     atomic_write_text(Path(path), "\n".join(lines) + "\n")

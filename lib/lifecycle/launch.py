@@ -1,7 +1,7 @@
-"""Run one prepared run directory:  python -m lib.launch --run-dir DIR [--fresh] [--force]
+"""Run one prepared run directory:  python -m lib.lifecycle.launch --run-dir DIR [--fresh] [--force]
 
-DIR holds spec.json (+ .config) from lib.rundir.prepare(). The model's train.py
-(lenet5/, resnet/, gpt2/ by spec.model) builds the task; lib/engine.py trains it.
+DIR holds spec.json (+ .config) from lib.lifecycle.rundir.prepare(). The model's train.py
+(lenet5/, resnet/, gpt2/ by spec.model) builds the task; lib/training/engine.py trains it.
 
   exit 0  completed (or already completed: skipped with one line; --force runs it again)
   exit 1  the run failed; status.json says why (NaN loss, crash, interrupt, dead DDP rank)
@@ -33,14 +33,12 @@ import threading
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python lenet5/train.py` starts with lenet5/ on the path
-    sys.path.insert(0, str(ROOT))
 
-from lib import rundir  # noqa: E402
-from lib.checkpoint import CheckpointError  # noqa: E402
-from lib.storage_errors import describe as describe_storage_error, storage_cause  # noqa: E402
-from lib.task import BadInput, RunContext  # noqa: E402
+from lib.configuration.config import ROOT
+from lib.lifecycle import rundir
+from lib.lifecycle.checkpoint import CheckpointError
+from lib.lifecycle.storage_errors import describe as describe_storage_error, storage_cause
+from lib.training.task import BadInput, RunContext
 
 PACKAGES = {"lenet5": "lenet5", "resnet18": "resnet", "resnet50": "resnet", "gpt2": "gpt2"}
 RANK_TAG = "KNLP-RANK-FAILURE "
@@ -144,10 +142,10 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
     import torch
     import torch.distributed as dist
 
-    from lib.device import resolve_device
-    from lib.engine import Trainer
-    from lib.runlog import RunLog
-    from lib.seeding import seed_everything
+    from lib.training.device import resolve_device
+    from lib.training.engine import Trainer
+    from lib.lifecycle.runlog import RunLog
+    from lib.training.seeding import seed_everything
 
     log = RunLog(run_dir, enabled=rank == 0)
     trainer = None
@@ -213,7 +211,7 @@ def _spawn(run_dir: Path, spec, nproc: int, progress: bool | None) -> int:
                OMP_NUM_THREADS=str(_threads(spec, _device_type(spec), nproc)), KNLP_PROGRESS="1" if (progress if progress is not None
                                                                           else sys.stderr.isatty()) else "0")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "lib.launch", "--run-dir", str(run_dir.resolve()), "--worker"]
+           "-m", "lib.lifecycle.launch", "--run-dir", str(run_dir.resolve()), "--worker"]
     _say(f"launching {nproc} processes: torchrun --standalone --nproc_per_node={nproc}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
     # Ctrl-C reaches torchrun and its workers too (one process group): they stop and report;
@@ -314,8 +312,8 @@ def _run_locked(run_dir: Path, spec, fresh: bool, force: bool, stop_at_step, pro
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.launch", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", required=True, type=Path, help="directory with spec.json (from lib.rundir.prepare)")
+    parser = argparse.ArgumentParser(prog="python -m lib.lifecycle.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path, help="directory with spec.json (from lib.lifecycle.rundir.prepare)")
     parser.add_argument("--fresh", action="store_true", help="move old outputs aside and start over")
     parser.add_argument("--force", action="store_true", help="run again even when already completed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by the torchrun re-exec

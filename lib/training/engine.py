@@ -1,13 +1,13 @@
 """The training loop every model shares.
 
 `Trainer(task, spec, run_dir, ctx).run()` trains the task's model as hparams.json says
-(lib/resolve.py), writes the run directory's record (lib/rundir.py) and returns the exit
+(lib/configuration/resolve.py), writes the run directory's record (lib/lifecycle/rundir.py) and returns the exit
 code: 0 completed, 1 failed (status.json says why). It raises BadInput or
-CheckpointError for bad input, which lib/launch.py turns into exit code 2.
+CheckpointError for bad input, which lib/lifecycle/launch.py turns into exit code 2.
 
 One optimizer step = grad_acc micro-batches per process, world_size processes. The
 micro-batch with global index `micro * world_size + rank` of step `t` always holds the
-same samples (lib/seeding.py), so a run is repeatable on the CPU, resumes exactly from
+same samples (lib/training/seeding.py), so a run is repeatable on the CPU, resumes exactly from
 last.pt (model, optimizer and pruning state, RNG states, step; the data position is a
 function of the step), and 2 processes give the samples of 1 process with twice the
 accumulation.
@@ -42,15 +42,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lib import checkpoint, heartbeat, resolve, rundir, start_record
-from lib.checkpoint import CheckpointError, FRESH_HINT
-from lib.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
+from lib.lifecycle import checkpoint, heartbeat, rundir, start_record
+from lib.configuration import resolve
+from lib.lifecycle.checkpoint import CheckpointError, FRESH_HINT
+from lib.training.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
                         resolve_compile)
-from lib.faults import Fault
-from lib.lr_schedule import lr_at
+from lib.lifecycle.faults import Fault
+from lib.training.lr_schedule import lr_at
 from lib.pruning.layers import layer_sparsity
-from lib.seeding import batch_generator, capture_rng, epoch_permutation, restore_rng
-from lib.task import BadInput, RunContext, Task
+from lib.training.seeding import batch_generator, capture_rng, epoch_permutation, restore_rng
+from lib.training.task import BadInput, RunContext, Task
 
 PROBE_WARMUP_STEPS = 3   # excluded from the timing (allocations, compilation and its recompiles)
 PROBE_MIN_STEPS, PROBE_MAX_STEPS, PROBE_SECONDS = 3, 20, 2.0
@@ -367,7 +368,7 @@ class Trainer:
             return
         rundir.write_json(self.run_dir / rundir.SUMMARY, self._summary(step))
         try:
-            from lib.plots import plot_curves
+            from lib.training.plots import plot_curves
 
             plot_curves(rundir.read_metrics(self.run_dir), self.run_dir / rundir.CURVES,
                         title=self.hp["run_id"], metric=self.task.metric)

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib import rundir
+from lib.lifecycle import rundir
 
 INTERVAL_S = 15.0
 # Several missed beats: a loaded machine or a slow disk delays one beat, not eight.

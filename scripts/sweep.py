@@ -6,12 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":
-    # Run as a script, sys.path[0] is scripts/, where test_matrix.py would shadow the
-    # test_matrix package: look in the project root instead.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from test_matrix import sweep  # noqa: E402
+from test_matrix import sweep
 
 
 def main(argv=None) -> int:

@@ -26,8 +26,8 @@ Rules (SPEC):
 from __future__ import annotations
 
 from lib import hwdetect
-from lib.lr_schedule import check as check_lr
-from lib.task import BadInput
+from lib.training.lr_schedule import check as check_lr
+from lib.training.task import BadInput
 
 
 def batch_plan(spec, *, world_size: int, device_type: str, compile: bool, gpus=None, printer=print) -> dict:
@@ -149,7 +149,7 @@ def validate(hp: dict) -> None:
 
 
 def lr_args(hp: dict) -> dict:
-    """Keyword arguments of lib.lr_schedule.lr_at/check for this run."""
+    """Keyword arguments of lib.training.lr_schedule.lr_at/check for this run."""
     return {"kind": hp["lr_schedule"], "base_lr": hp["lr"], "total_steps": hp["total_steps"],
             "warmup_steps": hp["lr_warmup_steps"], "min_lr": hp["lr_min"], "quantum": hp["lr_quantum"],
             "step_size": hp["lr_step_size"], "gamma": hp["lr_gamma"]}

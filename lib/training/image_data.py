@@ -3,7 +3,7 @@
 MNIST and CIFAR fit in memory many times over (CIFAR-10 train is 150 MB as uint8), so
 batches are gathered by index on the device and augmented there in a few vectorised ops:
 no DataLoader workers, no per-sample PIL work, and every random choice comes from the
-engine's per-micro-batch generator (repeatable, resumable; see lib/seeding.py).
+engine's per-micro-batch generator (repeatable, resumable; see lib/training/seeding.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.task import Task
+from lib.training.task import Task
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, *, pad: int = 4,

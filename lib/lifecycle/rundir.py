@@ -8,7 +8,7 @@ A run directory holds:
   metrics.jsonl    one JSON object per evaluation (see METRIC_FIELDS)
   summary.json     final and best metrics, sparsity, parameters, memory, time, per-layer
                    sparsity of pruned runs (SUMMARY_FIELDS)
-  start.json       digests of the initial weights and data order (lib/start_record.py)
+  start.json       digests of the initial weights and data order (lib/lifecycle/start_record.py)
   log.txt          human-readable log
   best.pt last.pt  checkpoints (torch.save, loaded with weights_only=True)
   curves.png       training curves
@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib.atomic import atomic_write_text
+from lib.lifecycle.atomic import atomic_write_text
 
 DOT_CONFIG = ".config"
 SPEC = "spec.json"
@@ -39,10 +39,10 @@ BEST = "best.pt"
 LAST = "last.pt"
 CURVES = "curves.png"
 SHARED_BUDGET = "shared-budget.json"  # a sweep's step count for every run of a comparison (time budgets)
-PROBE = "probe.json"  # what `lib.launch --probe` measured
+PROBE = "probe.json"  # what `lib.lifecycle.launch --probe` measured
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
-# Serialises status writes within a process: the heartbeat thread (lib/heartbeat.py)
+# Serialises status writes within a process: the heartbeat thread (lib/lifecycle/heartbeat.py)
 # rewrites status.json next to the engine, and must never put "running" back over "completed".
 STATUS_LOCK = threading.RLock()
 
@@ -158,7 +158,7 @@ def remove_temporaries(run_dir: Path | str, names) -> list[Path]:
 
 
 def read_spec(run_dir: Path | str):
-    from lib.runspec import RunSpec
+    from lib.configuration.runspec import RunSpec
 
     data = read_json(Path(run_dir) / SPEC)
     if data is None:

@@ -1,4 +1,4 @@
-"""The contract between a model's train.py and the shared engine (lib/engine.py).
+"""The contract between a model's train.py and the shared engine (lib/training/engine.py).
 
 A model contributes one thing: `build_task(spec, ctx) -> Task`, defined in
 `<model>/train.py`. The engine owns everything else (device, DDP, AMP, compile,

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from lib.task import BadInput
+from lib.training.task import BadInput
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> tuple[torch.device, list[str]]:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from lib.atomic import atomic_write
-from lib.storage_errors import storage_cause
+from lib.lifecycle.atomic import atomic_write
+from lib.lifecycle.storage_errors import storage_cause
 
 FORMAT = 2  # 2: the payload carries its sha256 ("checksum"); 1 (no checksum) still loads
 FORMATS = (1, 2)
-FRESH_HINT = "start over with 'make FRESH=1' (python -m lib.launch --run-dir DIR --fresh), which moves the old files aside"
+FRESH_HINT = "start over with 'make FRESH=1' (python -m lib.lifecycle.launch --run-dir DIR --fresh), which moves the old files aside"
 
 
 class CheckpointError(Exception):

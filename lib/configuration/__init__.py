@@ -1,0 +1,1 @@
+"""Configuration: reading Kconfig/.config, the run specification, resolved hyperparameters."""

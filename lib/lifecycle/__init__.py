@@ -1,0 +1,1 @@
+"""Run life cycle: a run directory's files, launching, status, checkpoints, atomic writes."""

@@ -1,0 +1,1 @@
+"""Training: the engine every model shares, the task contract, devices, seeds, schedules."""
