@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lib.configuration import model_registry
+
 # Per-GPU batch for GPT-2 124M, seq 1024, bf16, torch.compile: the seed's measured rows.
 # (name token matched in the device name, nominal memory in GiB, batch)
 ROWS = (("B200", 192.0, 128), ("W7900", 48.0, 32), ("A10G", 24.0, 8))
@@ -16,17 +18,10 @@ ROWS = (("B200", 192.0, 128), ("W7900", 48.0, 32), ("A10G", 24.0, 8))
 # watch progress, so the row ignores torch.compile.
 CPU_BATCH = 8
 
-# model -> (scale of the GPT-2 per-GPU batch, default effective batch, eager factor).
-# Eager factor: without torch.compile every elementwise op (GELU, LayerNorm, BatchNorm,
-# ReLU, residual adds) saves its own output for backward, while Inductor fuses them and
-# recomputes; that roughly doubles activation memory, so the batch is halved. LeNet-5's
-# activations are tiny and its batch is bounded by the target, not memory: no change.
-MODELS = {
-    "gpt2": (1.0, 1024, 0.5),
-    "resnet50": (1.5, 512, 0.5),
-    "resnet18": (2.0, 512, 0.5),
-    "lenet5": (4.0, 512, 1.0),
-}
+# Each model's (scale of the GPT-2 per-GPU batch, default effective batch, eager factor) is
+# its registry entry's auto_batch (<model folder>/registry.py). Eager factor: without
+# torch.compile every elementwise op saves its own output for backward, while Inductor fuses
+# them and recomputes; where that roughly doubles activation memory the batch is halved.
 
 
 @dataclass(frozen=True)
@@ -112,11 +107,12 @@ def auto_hyperparams(model: str, gpus: list[GPU], *, compile: bool = True,
     world_size None means one process per GPU (1 on CPU). A target not divisible by
     world_size cannot be met exactly; the per-process share is target // world_size.
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODELS))}")
+    known = model_registry.names()
+    if model not in known:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(sorted(known))}")
     if not isinstance(gpus, (list, tuple)) or not all(isinstance(g, GPU) for g in gpus):
         raise ValueError(f"gpus must be a list of GPU, got {gpus!r}; build them with GPU(name, memory_gib)")
-    scale, default_target, eager = MODELS[model]
+    scale, default_target, eager = model_registry.get(model).auto_batch
     if target is None or (target == 0 and not isinstance(target, bool)):
         target = default_target
     _check_int(target, "target effective batch", "use 0 or None for the model's default")

@@ -13,7 +13,7 @@ from lib.training.image_data import ImageClassificationTask
 from lib.training.task import BadInput
 from resnet import data, model
 
-DEFAULT_DATASET = {"resnet18": "cifar10", "resnet50": "cifar100"}
+from resnet.registry import DATASET as DEFAULT_DATASET
 
 
 def build_task(spec, ctx) -> ImageClassificationTask:

@@ -17,6 +17,7 @@ from itertools import combinations
 
 import pandas as pd
 
+from lib.configuration import model_registry
 from lib.configuration.config import ConfigError
 from test_matrix import plots, results, stats
 from test_matrix import state as run_state
@@ -97,7 +98,7 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
         members = {c: rs for c, rs in configs.items() if rs[0].spec.get("model") == model}
         metric = next(((r.summary or {}).get("metric") for rs in members.values() for r in rs
                        if (r.summary or {}).get("metric") in results.HIGHER_IS_BETTER),
-                      "perplexity" if model == "gpt2" else "accuracy")
+                      model_registry.metric_of(model))
         dense = {}  # optimizer -> its (first) dense configuration
         for c, rs in members.items():
             if rs[0].spec.get("pruning") == "none":

@@ -10,12 +10,12 @@ Rules (fairness by construction):
 """
 from __future__ import annotations
 
-from lib.configuration import runspec
+from lib.configuration import model_registry, runspec
 from lib.configuration.config import ConfigError
 
 
 def selected_models(cfg) -> list[str]:
-    return [m for m in runspec.MODELS if cfg.get(f"MODEL_{m.upper()}")]
+    return [m.name for m in model_registry.entries() if cfg.get(m.symbol)]
 
 
 def selected_optimizers(cfg) -> list[str]:

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lib.configuration import model_registry  # noqa: E402
 from lib.lifecycle.atomic import atomic_write  # noqa: E402
 
 LEGEND_MAX = 24
@@ -89,7 +90,7 @@ def curves(runs, path_for_model) -> list[Path]:
         records = pd.DataFrame([dict(m, config=r.config_id) for r in model_runs for m in r.metrics])
         if records.empty or "step" not in records:
             continue
-        metric = "perplexity" if model == "gpt2" else "accuracy"
+        metric = model_registry.metric_of(model)
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
         for config, group in records.groupby("config", sort=False):
             mean = group.groupby("step")[[c for c in (metric, "train_loss") if c in group]].mean(numeric_only=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.configuration import config as lib_config
+from lib.configuration import config as lib_config, model_registry
 from lib.lifecycle.atomic import atomic_write_text
 from test_matrix import comparisons as comparisons_mod, html_report, pairing, plan as plan_file, plots, results
 from test_matrix import state as run_state
@@ -43,7 +43,7 @@ def run_rows(runs: list[results.Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         spec, summary = run.spec, run.summary or {}
-        metric = summary.get("metric") or ("perplexity" if spec.get("model") == "gpt2" else "accuracy")
+        metric = summary.get("metric") or model_registry.metric_of(spec.get("model"))
         row = {"run_id": run.run_id, "config": run.config_id, "model": spec.get("model"),
                "optimizer": spec.get("optimizer"), "variant": spec.get("variant") or "",
                "pruning": spec.get("pruning"), "target_sparsity": _percent(spec.get("sparsity")),

@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.configuration import model_registry
 from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 from test_matrix import state as run_state
 from test_matrix.expand import config_id
 
-# The quality metric of each kind of model and which direction is better.
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
+# The quality metrics models report and which direction is better (one table, the registry's).
+HIGHER_IS_BETTER = model_registry.HIGHER_IS_BETTER
 
 
 @dataclass

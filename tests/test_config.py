@@ -138,7 +138,7 @@ def _kconfig_symbols():
 
 
 def _code_text():
-    dirs = ["lib", "scripts", "test_matrix", "lenet5", "resnet", "gpt2"]
+    dirs = ["lib", "scripts", "test_matrix", *config.model_folders()]
     return "\n".join(p.read_text() for d in dirs for p in (ROOT / d).rglob("*.py"))
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lib import hwdetect
+from lib.configuration import model_registry
 from lib.doctor import checks, environment, runner
 from lib.doctor.checks import Check, CheckFailed, Skipped
 from lib.doctor.ddp import ddp_step
@@ -31,8 +32,8 @@ def test_report_names_versions_disk_and_auto_for_every_model(defaults):
     assert f"torch {torch.__version__}" in text and "Python " in text
     for symbol in ("OUTPUT_DIR", "TEST_MATRIX_RESULTS_DIR", "DATA_DIR"):
         assert f"({symbol}):" in text
-    assert set(env["auto"]) == set(hwdetect.MODELS)
-    for model in hwdetect.MODELS:
+    assert set(env["auto"]) == set(model_registry.names())
+    for model in model_registry.names():
         assert f"  {model}: hwdetect: found" in text
     assert all(d["free_bytes"] > 0 for d in env["dirs"].values())
 

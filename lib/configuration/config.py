@@ -33,10 +33,20 @@ class ConfigError(Exception):
     """A configuration problem; the message is one line naming what and how to fix it."""
 
 
+MODELS_KCONFIG = ROOT / "kconfig" / "Kconfig.models"
+# `source "<folder>/Kconfig"`: one line per model folder (a commented-out line is no model).
+_MODEL_SOURCE = re.compile(r'^[ \t]*source[ \t]+"([^"/]+)/Kconfig"[ \t]*$', re.M)
+
+
+def model_folders() -> list[str]:
+    """The model folders, in the order kconfig/Kconfig.models sources their Kconfig."""
+    return _MODEL_SOURCE.findall(MODELS_KCONFIG.read_text())
+
+
 def kconfig_files() -> list[Path]:
     """Every Kconfig file of the tree (for staleness checks and tests)."""
     files = [KCONFIG] + sorted((ROOT / "kconfig").glob("Kconfig.*"))
-    files += [p for p in (ROOT / d / "Kconfig" for d in ("lenet5", "resnet", "gpt2")) if p.exists()]
+    files += [p for p in (ROOT / d / "Kconfig" for d in model_folders()) if p.exists()]
     return files
 
 

@@ -10,7 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-MODELS = ("lenet5", "resnet18", "resnet50", "gpt2")
+from lib.configuration import model_registry
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 PRUNING_METHODS = ("none", "magnitude", "movement", "state")
 VARIANTS = tuple(f"bitter{i}" for i in range(10))
@@ -18,7 +19,6 @@ SPARSITY_LEVELS = (50, 70, 80, 90, 95, 99)
 
 # bitter2 trains 1.21x as many steps as the others (SPEC): the one unequal-budget variant.
 UNEQUAL_BUDGET = {"bitter2": 1.21}
-GPT2_124M_SHAPE = (12, 12, 768, 1024)  # n_layer, n_head, n_embd, block_size
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ class RunSpec:
 
     @property
     def model_tag(self) -> str:
-        """The model as run IDs name it: a GPT-2 other than 124M is "gpt2tiny", so that a tiny
-        CPU run and a 124M run never share a run directory."""
-        shape = tuple(self.model_options.get(k) for k in ("n_layer", "n_head", "n_embd", "block_size"))
-        return "gpt2tiny" if self.model == "gpt2" and shape != GPT2_124M_SHAPE else self.model
+        """The model as run IDs name it: its registry entry may tell sizes apart (a GPT-2 other
+        than 124M is "gpt2tiny"); a model no folder declares keeps its name."""
+        entry = model_registry.find(self.model)
+        return entry.tag(self.model_options) if entry else self.model
 
     @property
     def run_id(self) -> str:
@@ -110,38 +110,11 @@ def settings_digest(spec: RunSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _model_values(cfg, model: str) -> dict:
-    if model == "lenet5":
-        return {"epochs": cfg.LENET5_EPOCHS, "max_iters": None, "lr": cfg.LENET5_LEARNING_RATE,
-                "weight_decay": cfg.LENET5_WEIGHT_DECAY,
-                "options": {"dataset": "mnist_sample" if cfg.LENET5_DATASET_MNIST_SAMPLE else "mnist"}}
-    if model in ("resnet18", "resnet50"):
-        return {"epochs": cfg.RESNET_EPOCHS, "max_iters": None, "lr": cfg.RESNET_LEARNING_RATE,
-                "weight_decay": cfg.RESNET_WEIGHT_DECAY,
-                "options": {"dataset": "cifar10" if model == "resnet18" else "cifar100",
-                            "augment": cfg.RESNET_AUGMENT,
-                            "stem": "imagenet" if (model == "resnet50" and cfg.RESNET50_STEM_IMAGENET) else "cifar"}}
-    if model == "gpt2":
-        size = (dict(zip(("n_layer", "n_head", "n_embd", "block_size"), GPT2_124M_SHAPE)) if cfg.GPT2_SIZE_124M else
-                {"n_layer": cfg.GPT2_TINY_N_LAYER, "n_head": cfg.GPT2_TINY_N_HEAD,
-                 "n_embd": cfg.GPT2_TINY_N_EMBD, "block_size": cfg.GPT2_TINY_BLOCK_SIZE})
-        dataset = ("finewebedu" if cfg.GPT2_DATASET_FINEWEBEDU else
-                   "local_text" if cfg.GPT2_DATASET_LOCAL_TEXT else
-                   "python_docs" if cfg.GPT2_DATASET_PYTHON_DOCS else "generated")
-        return {"epochs": None, "max_iters": cfg.GPT2_MAX_ITERS, "lr": cfg.GPT2_LEARNING_RATE,
-                "weight_decay": cfg.GPT2_WEIGHT_DECAY,
-                "options": {**size, "dataset": dataset, "text_dir": cfg.GPT2_TEXT_DIR,
-                            "doc_dir": cfg.GPT2_SYSTEM_DOC_DIR,
-                            "tokenizer": "byte" if cfg.GPT2_TOKENIZER_BYTE else "gpt2",
-                            "vocab_pad": cfg.GPT2_VOCAB_PAD, "token_budget": cfg.GPT2_TOKEN_BUDGET,
-                            "val_fraction": cfg.GPT2_VAL_FRACTION, "eval_iters": cfg.GPT2_EVAL_ITERS,
-                            "dropout": cfg.GPT2_DROPOUT, "prune_tied": cfg.GPT2_PRUNE_TIED_EMBEDDING}}
-    raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-
-
 def _lr_schedule(cfg, model: str, model_values: dict) -> dict:
-    if model == "gpt2":
-        return {"kind": "warmup_cosine", "warmup": cfg.GPT2_WARMUP_ITERS, "min_lr": cfg.GPT2_MIN_LR}
+    """The model's own schedule rule if its registry entry has one, else the shared LR_SCHEDULE_* one."""
+    own = model_registry.get(model).lr_schedule
+    if own is not None:
+        return own(cfg)
     kind = "cosine" if cfg.LR_SCHEDULE_COSINE else "step" if cfg.LR_SCHEDULE_STEP else "constant"
     return {"kind": kind, "warmup": cfg.LR_WARMUP_EPOCHS, "min_lr": 0.0,
             "step_epochs": cfg.LR_STEP_EPOCHS, "step_gamma": cfg.LR_STEP_GAMMA}
@@ -159,16 +132,16 @@ def _optimizer_args(cfg, model: str, optimizer: str, model_values: dict) -> dict
         args["base"] = base
     if optimizer == "adamwspam" or (optimizer == "adamwprune" and base == "adamwspam"):
         args.update(spam_theta=cfg.SPAM_THETA, spam_interval=cfg.SPAM_INTERVAL, spam_warmup=cfg.SPAM_WARMUP)
-    if model == "gpt2":
-        args["grad_clip"] = cfg.GPT2_GRAD_CLIP
-        args["prune_tied"] = cfg.GPT2_PRUNE_TIED_EMBEDDING
+    own = model_registry.get(model).optimizer_args  # e.g. GPT-2's grad_clip (gpt2/registry.py)
+    if own is not None:
+        args.update(own(cfg))
     return args
 
 
 def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
           sparsity: float, seed: int) -> RunSpec:
     """The RunSpec for one point of the sweep, with every knob taken from `cfg`."""
-    values = _model_values(cfg, model)
+    values = model_registry.get(model).values(cfg)
     pruned = pruning != "none"
     return RunSpec(
         model=model, optimizer=optimizer, pruning=pruning, variant=variant,

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib.configuration import config as lib_config
+from lib.configuration import config as lib_config, model_registry
 from lib import hwdetect
 
 GIB = 2 ** 30
@@ -59,7 +59,7 @@ def auto_choices(cfg, gpus: list) -> dict:
     compile_on = bool(cfg.get("COMPILE"))
     target = cfg.get("TARGET_EFFECTIVE_BATCH") or None
     out = {}
-    for model in hwdetect.MODELS:
+    for model in model_registry.names():
         try:
             out[model] = hwdetect.auto_hyperparams(model, gpus, compile=compile_on, target=target).line()
         except ValueError as err:

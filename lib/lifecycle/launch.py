@@ -1,7 +1,8 @@
 """Run one prepared run directory:  python -m lib.lifecycle.launch --run-dir DIR [--fresh] [--force]
 
-DIR holds spec.json (+ .config) from lib.lifecycle.rundir.prepare(). The model's train.py
-(lenet5/, resnet/, gpt2/ by spec.model) builds the task; lib/training/engine.py trains it.
+DIR holds spec.json (+ .config) from lib.lifecycle.rundir.prepare(). The train.py of the model
+folder that declares spec.model (lib/configuration/model_registry.py) builds the task;
+lib/training/engine.py trains it.
 
   exit 0  completed (or already completed: skipped with one line; --force runs it again)
   exit 1  the run failed; status.json says why (NaN loss, crash, interrupt, dead DDP rank)
@@ -21,7 +22,6 @@ import argparse
 import contextlib
 import datetime
 import fcntl
-import importlib
 import json
 import os
 import re
@@ -34,13 +34,13 @@ import traceback
 from pathlib import Path
 
 
+from lib.configuration import model_registry
 from lib.configuration.config import ROOT
 from lib.lifecycle import rundir
 from lib.lifecycle.checkpoint import CheckpointError
 from lib.lifecycle.storage_errors import describe as describe_storage_error, storage_cause
 from lib.training.task import BadInput, RunContext
 
-PACKAGES = {"lenet5": "lenet5", "resnet18": "resnet", "resnet50": "resnet", "gpt2": "gpt2"}
 RANK_TAG = "KNLP-RANK-FAILURE "
 # What --fresh moves aside: the engine's own outputs (and their temporaries). Anything else
 # in the directory (spec.json, .config, the sweep executor's sweep-output.txt) stays.
@@ -157,13 +157,14 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     timeout=datetime.timedelta(minutes=30))
-        if spec.model not in PACKAGES:
+        model = model_registry.find(spec.model)
+        if model is None:
             raise BadInput(f"unknown model {spec.model!r} in {run_dir / rundir.SPEC}; "
-                           f"choose one of {', '.join(PACKAGES)}")
+                           f"choose one of {', '.join(model_registry.names())}")
         ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=_data_dir(spec),
                          download=bool(spec.runtime.get("download")), seed=spec.seed, log=log)
         seed_everything(spec.seed)
-        build_task = importlib.import_module(f"{PACKAGES[spec.model]}.train").build_task
+        build_task = model.task_builder()
         if world > 1 and rank != 0:
             dist.barrier()  # rank 0 builds first, so a download happens once
         task = build_task(spec, ctx)
