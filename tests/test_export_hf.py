@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lib.export import hf_gpt2
+from gpt2 import hf_export
 from lib.export.run_weights import load_run
 from lib.export.write import export
 from lib.extras import ensure
@@ -54,7 +54,7 @@ def test_transformers_loads_the_export_with_the_same_logits_and_greedy_text(expo
     # pruned weights are zero in the Hugging Face model too (Conv1D holds them transposed)
     for name, mask in rw.pruned.items():
         w = theirs.get_parameter(name)
-        w = w.t() if name.endswith(hf_gpt2.CONV1D) else w
+        w = w.t() if name.endswith(hf_export.CONV1D) else w
         assert bool((w[mask] == 0).all())
 
 
@@ -63,7 +63,7 @@ def test_padded_vocabulary_is_cut_back_and_linears_transposed():
 
     model = GPT(GPTConfig(vocab_size=50304, block_size=8, n_layer=1, n_head=2, n_embd=8))
     state = {k: v for k, v in model.state_dict().items()}
-    out = hf_gpt2.hf_state(state, 50257)
+    out = hf_export.hf_state(state, 50257)
     assert "lm_head.weight" not in out and out["transformer.wte.weight"].shape == (50257, 8)
     assert torch.equal(out["transformer.h.0.attn.c_attn.weight"], state["transformer.h.0.attn.c_attn.weight"].t())
     assert torch.equal(out["transformer.h.0.ln_1.weight"], state["transformer.h.0.ln_1.weight"])
@@ -78,6 +78,6 @@ def test_missing_bpe_files_are_named_not_faked(tmp_path, monkeypatch):
     bad.mkdir(parents=True)
     (bad / "vocab.bpe").write_text("#version: 0.2\n")  # wrong contents: refused by hash
     (bad / "encoder.json").write_text("{}")
-    info = hf_gpt2.write(tmp_path / "hf", {}, GPTConfig(vocab_size=50304, n_layer=1, n_head=1, n_embd=4,
+    info = hf_export.write(tmp_path / "hf", {}, GPTConfig(vocab_size=50304, n_layer=1, n_head=1, n_embd=4,
                                                          block_size=4), "gpt2", tmp_path / "data")
     assert "tokenizer files not written" in info["note"] and not (tmp_path / "hf" / "vocab.json").exists()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lib.configuration import config, model_registry
+from lib.export.write import export
 from lib.lifecycle import launch, rundir
 from test_matrix.expand import expand
 from tests.test_make import _SKIP_ANYWHERE, _SKIP_AT_TOP, ROOT, make, tree  # noqa: F401  (tree is a fixture)
@@ -259,3 +260,7 @@ def test_every_model_builds_its_task_and_trains_a_few_steps(name, tmp_path, monk
     assert summary["model"] == name and summary["metric"] == entry.metric
     assert summary["final"][entry.metric] is not None
     assert 0 < summary["achieved_sparsity"] <= spec.sparsity + 0.01
+    # and its folder's export.py rebuilds the architecture the weights fit
+    info = export(run_dir, "last", out=lambda _line: None)
+    assert info["model"] == name and info["constructor"] and info["sparsity"] == pytest.approx(
+        summary["achieved_sparsity"], abs=0.01)

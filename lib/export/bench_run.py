@@ -9,7 +9,7 @@ import torch
 
 from lib.lifecycle import rundir
 from lib.export import sparse_bench
-from lib.export.models import build_model
+from lib.export.models import build_model, exporter, tied_weights
 from lib.export.write import DENSE, EXPORT
 from lib.pruning import prunable_weights
 from lib.configuration.runspec import RunSpec
@@ -29,7 +29,7 @@ def exported_model(run_dir: Path):
     hp = rundir.read_json(run_dir / rundir.HPARAMS)
     model = build_model(spec)
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    tied = {"lm_head.weight"} if spec.model == "gpt2" else set()
+    tied = tied_weights(spec)
     if unexpected or set(missing) - tied:
         raise BadInput(f"{path} does not fit the run's architecture (missing {missing}, unexpected {unexpected}); "
                        "export the run again")
@@ -39,17 +39,7 @@ def exported_model(run_dir: Path):
 
 
 def batch_for(spec, hp, model, device) -> torch.Tensor:
-    b = int(hp["batch_size"])
-    g = torch.Generator().manual_seed(0)
-    if spec.model == "lenet5":
-        x = torch.randn(b, 1, 32, 32, generator=g)
-    elif spec.model in ("resnet18", "resnet50"):
-        from resnet.model import input_size
-
-        size = input_size(spec.model_options.get("stem", "cifar"))
-        x = torch.randn(b, 3, size, size, generator=g)
-    else:
-        x = torch.randint(0, model.config.vocab_size, (b, model.config.block_size), generator=g)
+    x = exporter(spec).example_input(spec, int(hp["batch_size"]), model, torch.Generator().manual_seed(0))
     return x.to(device)
 
 

@@ -5,6 +5,7 @@
   sparsity.json              per prunable layer: name, shape, pruned count (= the run's ledger)
   model.json                 what the files are and how to rebuild the architecture
   hf/                        GPT-2 only: config.json, model.safetensors, tokenizer files (BPE)
+                             (what a model folder's export.py extra_exports adds)
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import torch
 
 from lib.lifecycle import rundir
 from lib.export import compact
-from lib.export.models import constructor_text
+from lib.export.models import constructor_text, exporter
 from lib.export.run_weights import load_run
 
 EXPORT = "export"
-DENSE, COMPACT, SPARSITY, MODEL_JSON, HF = ("model.safetensors", "model.compact.safetensors", "sparsity.json",
-                                            "model.json", "hf")
+DENSE, COMPACT, SPARSITY, MODEL_JSON = ("model.safetensors", "model.compact.safetensors", "sparsity.json",
+                                        "model.json")
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -67,14 +68,13 @@ def export(run_dir: Path | str, which: str = "best", out=print) -> dict:
         raise RuntimeError("the compact file does not load back bit for bit; please report it")
     (work / SPARSITY).write_text(json.dumps(record, indent=2) + "\n")
     files = [DENSE, COMPACT, SPARSITY, MODEL_JSON]
-    hf = None
-    if rw.spec.model == "gpt2":
-        from lib.export import hf_gpt2
+    hf, extra_lines = None, []
+    extra = getattr(exporter(rw.spec), "extra_exports", None)
+    if extra is not None:
         from lib.lifecycle.launch import _data_dir
 
-        hf = hf_gpt2.write(work / HF, rw.state, rw.model.config, rw.spec.model_options.get("tokenizer", "gpt2"),
-                           _data_dir(rw.spec))
-        files.append(HF + "/")
+        added, hf, extra_lines = extra(work, rw, _data_dir(rw.spec))
+        files += added
     sizes = {"dense": (work / DENSE).stat().st_size, "compact": (work / COMPACT).stat().st_size}
     info = {"run_id": rw.spec.run_id, "model": rw.spec.model, "which": rw.which, "step": rw.step,
             "constructor": constructor_text(rw.spec), "files": files, "bytes": sizes,
@@ -95,10 +95,8 @@ def export(run_dir: Path | str, which: str = "best", out=print) -> dict:
         f"= {info['compact_ratio']:.3f}x the dense file (loads back bit for bit)")
     if rw.nonzero_at_pruned:
         out(f"  note: {rw.nonzero_at_pruned} weights at pruned positions were not 0 in the checkpoint; exported as 0")
-    if hf is not None:
-        out(f"  {HF}/: {', '.join(hf['files'])} (transformers.GPT2LMHeadModel.from_pretrained)")
-        if hf["note"]:
-            out(f"  note: {hf['note']}")
+    for line in extra_lines:
+        out(line)
     out(f"  architecture: {info['constructor']}")
     return info
 
