@@ -119,7 +119,7 @@ def test_each_entry_is_consistent_with_its_kconfig(name):
     kconf = config.new_kconfig()
     sym = kconf.syms[entry.symbol]
     assert sym.nodes and all(Path(node.filename).resolve() == entry.kconfig for node in sym.nodes)
-    values = entry.values(_selecting(entry))
+    values = entry.run_values(_selecting(entry))
     assert set(values) == {"epochs", "max_iters", "lr", "weight_decay", "options"}
     assert (values["epochs"] is None) != (values["max_iters"] is None)
     assert values["lr"] > 0 and values["weight_decay"] >= 0
@@ -188,6 +188,8 @@ ENTRY = 'Model(name="{name}", metric="{metric}", auto_batch=(1.0, 64, 1.0), data
     ({"knlpfake": "MODELS = ()\n"}, "knlpfake/registry.py must define MODELS"),
     ({"knlpfake": f"MODELS = ({ENTRY.format(name='Fake', metric='accuracy')},)\n"}, "must be lower-case"),
     ({"knlpfake": f"MODELS = ({ENTRY.format(name='fake', metric='bleu')},)\n"}, "metric 'bleu'; choose one of"),
+    ({"knlpfake": "MODELS = (" + ENTRY.format(name='fake', metric='accuracy').replace('("d",)', '()') + ",)\n"},
+     "datasets must be a non-empty tuple"),
     ({"knlpfake": f"MODELS = ({ENTRY.format(name='fake', metric='accuracy')},)\n",
       "knlpother": f"MODELS = ({ENTRY.format(name='fake', metric='accuracy')},)\n"},
      "'fake' is declared by both knlpfake/ and knlpother/"),
@@ -209,6 +211,9 @@ def test_a_good_fake_folder_is_registered(fake_tree):
     entry = model_registry.get("fake")
     assert (entry.folder, entry.symbol, entry.higher_is_better, entry.tag({})) == ("knlpfake", "MODEL_FAKE",
                                                                                   False, "fake")
+    assert entry.run_values({"options": {"dataset": "d"}}) == {"options": {"dataset": "d"}}  # values=dict
+    with pytest.raises(model_registry.RegistryError, match="chose dataset 'e', which is not in its datasets"):
+        entry.run_values({"options": {"dataset": "e"}})
 
 
 # ---- every registered model builds its task and trains a few steps on the CPU ----

@@ -68,6 +68,15 @@ class Model:
     def kconfig(self) -> Path:
         return config.ROOT / self.folder / "Kconfig"
 
+    def run_values(self, cfg) -> dict:
+        """values(cfg), held to the entry's own declaration: the dataset must be one of `datasets`."""
+        values = self.values(cfg)
+        dataset = values["options"].get("dataset")
+        if dataset not in self.datasets:
+            raise RegistryError(f"{self.folder}/registry.py: {self.name} values() chose dataset {dataset!r}, which "
+                                f"is not in its datasets {self.datasets}; add it there")
+        return values
+
     def tag(self, options: dict) -> str:
         return self.run_tag(options) if self.run_tag else self.name
 
@@ -87,6 +96,8 @@ def _check(entry, folder: str) -> Model:
     if entry.metric not in HIGHER_IS_BETTER:
         raise RegistryError(f"{where}: {entry.name} metric {entry.metric!r}; choose one of "
                             f"{', '.join(HIGHER_IS_BETTER)}")
+    if not isinstance(entry.datasets, tuple) or not entry.datasets:
+        raise RegistryError(f"{where}: {entry.name} datasets must be a non-empty tuple of dataset names")
     scale, target, eager = entry.auto_batch
     if not (scale > 0 and isinstance(target, int) and target > 0 and 0 < eager <= 1):
         raise RegistryError(f"{where}: {entry.name} auto_batch {entry.auto_batch!r} must be (scale > 0, "

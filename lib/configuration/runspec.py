@@ -141,7 +141,7 @@ def _optimizer_args(cfg, model: str, optimizer: str, model_values: dict) -> dict
 def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
           sparsity: float, seed: int) -> RunSpec:
     """The RunSpec for one point of the sweep, with every knob taken from `cfg`."""
-    values = model_registry.get(model).values(cfg)
+    values = model_registry.get(model).run_values(cfg)
     pruned = pruning != "none"
     return RunSpec(
         model=model, optimizer=optimizer, pruning=pruning, variant=variant,
