@@ -51,7 +51,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-METRICS = ("accuracy", "perplexity")
+from lib.configuration.model_registry import HIGHER_IS_BETTER
+
+METRICS = tuple(HIGHER_IS_BETTER)  # a task's `metric` is one of these; the registry says which way is better
 
 
 class BadInput(Exception):
