@@ -3,10 +3,11 @@
 A model folder (lenet5/, resnet/, gpt2/ ...) holds
   Kconfig      its MODEL_<NAME> symbol(s) and its knobs,
   registry.py  MODELS = (Model(...), ...): what the rest of knlp needs to know about it,
-  train.py     build_task(spec, ctx) -> lib.training.task.Task.
+  train.py     build_task(spec, ctx) -> lib.training.task.Task,
+  export.py    (optional) how `make export` rebuilds the architecture (lib/export/models.py).
 The folders are the ones kconfig/Kconfig.models sources (`source "<folder>/Kconfig"`), so
-adding a model is a new folder plus that one line (docs/extending.md). Nothing in lib/,
-scripts/ or test_matrix/ names a model: they ask this registry.
+adding a model is a new folder plus that one line (docs/extending.md). lib/ and test_matrix/
+name no model (tests/test_model_registry.py checks): they ask this registry.
 
 Loading a registry.py must stay cheap (no torch): the sweep expansion and `make` read it
 before anything trains.
@@ -28,8 +29,9 @@ HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
 _NAME = re.compile(r"[a-z][a-z0-9]*")
 
 
-class RegistryError(Exception):
-    """A model folder that does not declare what the registry needs; one line naming the fix."""
+class RegistryError(config.ConfigError):
+    """A model folder that does not declare what the registry needs; one line naming the fix
+    (a ConfigError, so that make reports it as one line, like any fault of the Kconfig tree)."""
 
 
 @dataclass(frozen=True)
