@@ -89,6 +89,18 @@ def test_a_new_model_is_a_folder_and_one_source_line_and_trains_through_make(tre
     assert _edited_besides_mlp2(tree) == []
 
 
+def test_make_names_a_model_folder_without_registry_in_one_line(tree):  # noqa: F811
+    shutil.copytree(THROWAWAY, tree / "mlp2", ignore=shutil.ignore_patterns("__pycache__", "registry.py"))
+    models_kconfig = tree / "kconfig" / "Kconfig.models"
+    models_kconfig.write_text(models_kconfig.read_text().replace("endmenu", MLP2_SOURCE + "endmenu"))
+    (tree / ".config").write_text(MLP2_CONFIG)
+    result = make(tree)
+    assert result.returncode != 0 and not (tree / "runs").exists()
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    assert lines == ["make: kconfig/Kconfig.models sources mlp2/Kconfig but mlp2/registry.py is missing; add it "
+                     "(docs/extending.md, 'Adding a model') or remove the source line"]
+
+
 def test_the_edit_check_sees_an_edited_file(tree):  # noqa: F811
     (tree / "lib" / "hwdetect.py").write_text((tree / "lib" / "hwdetect.py").read_text() + "\n")
     (tree / "kconfig" / "Kconfig.models").write_text((tree / "kconfig" / "Kconfig.models").read_text()
