@@ -86,10 +86,8 @@ def _exit_reason(rc: int, output: Path) -> str:
 
 
 def _record_failure(run_dir: Path, reason: str) -> None:
-    previous = rundir.read_status(run_dir) or {}
-    extra = {"step": previous["step"]} if "step" in previous else {}
     try:
-        rundir.write_status(run_dir, rundir.FAILED, reason=reason, recorded_by="test_matrix", **extra)
+        rundir.record_failure(run_dir, reason, recorded_by="test_matrix")
     except OSError:
         pass  # a full or read-only disk: the run's own line said why; the status cannot be changed
 

@@ -255,9 +255,7 @@ def _collect(run_dir: Path, proc) -> int:
         who = f"rank {culprit}" if culprit is not None else "a DDP process"
         how = f"exit code {root.group(2)}" if root else f"torchrun exit code {code}"
         reason, exit_code, step = f"{who} died without a report ({how})", 1, None
-    if step is None and status is not None:
-        step = status.get("step")
-    rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=exit_code)
+    rundir.record_failure(run_dir, reason, step=step, exit_code=exit_code)
     _say(f"run failed: {reason}", err=True)
     return exit_code
 
