@@ -6,12 +6,12 @@ from log text; every state comes from the runs' status.json (test_matrix.state).
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 
+from lib import gpus as lib_gpus
 from lib.configuration import config as lib_config
 from lib.lifecycle import rundir
 from lib.lifecycle.storage_errors import describe as describe_storage_error, is_storage_error
@@ -76,14 +76,7 @@ def detect_gpus(runs) -> list[str]:
     """GPU ids to hand out, one per run; empty when the runs are for the CPU or none exists."""
     if all(r.runtime.get("device") == "cpu" for r in runs):
         return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch build with CUDA: the CPU it is
-        return []
+    return lib_gpus.ids()
 
 
 def check(cfg, results_dir: Path):

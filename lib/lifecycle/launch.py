@@ -88,8 +88,10 @@ def resolve_nproc(spec) -> int:
     wanted = spec.batch.get("ddp_nproc", 1)
     if not isinstance(wanted, int) or wanted < 0:
         raise BadInput(f"CONFIG_DDP_NPROC must be 0 or more, got {wanted!r}")
-    on_gpu = spec.runtime.get("device") != "cpu" and torch.cuda.is_available()
-    gpus = torch.cuda.device_count() if on_gpu else 0
+    from lib import gpus as lib_gpus
+
+    gpus = lib_gpus.count() if spec.runtime.get("device") != "cpu" else 0
+    on_gpu = gpus > 0
     if wanted == 0:
         return max(gpus, 1)
     if on_gpu and wanted > gpus:
