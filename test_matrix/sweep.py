@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from lib import gpus as lib_gpus
-from lib.configuration import config as lib_config
+from lib.configuration import config as lib_config, paths
 from lib.lifecycle import rundir
 from lib.lifecycle.storage_errors import describe as describe_storage_error, is_storage_error
 from lib.tracking import child as tracking
@@ -53,8 +53,7 @@ def resolve(path: str | Path, symbol: str = "the directory setting") -> Path:
     if not text:
         raise SweepRefused(f"{symbol} is empty, which would write into the project itself; set a directory "
                            "such as 'runs' in 'make menuconfig'")
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else lib_config.ROOT / path
+    return paths.from_root(text)
 
 
 def outside_note(value: str, resolved: Path) -> str | None:

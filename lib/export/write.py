@@ -70,10 +70,10 @@ def export(run_dir: Path | str, which: str = "best", out=print) -> dict:
     hf = None
     if rw.spec.model == "gpt2":
         from lib.export import hf_gpt2
-        from lib.lifecycle.launch import _data_dir
+        from lib.configuration.paths import data_dir
 
         hf = hf_gpt2.write(work / HF, rw.state, rw.model.config, rw.spec.model_options.get("tokenizer", "gpt2"),
-                           _data_dir(rw.spec))
+                           data_dir(rw.spec))
         files.append(HF + "/")
     sizes = {"dense": (work / DENSE).stat().st_size, "compact": (work / COMPACT).stat().st_size}
     info = {"run_id": rw.spec.run_id, "model": rw.spec.model, "which": rw.which, "step": rw.step,

@@ -34,6 +34,7 @@ import traceback
 from pathlib import Path
 
 
+from lib.configuration import paths
 from lib.configuration.config import ROOT
 from lib.lifecycle import rundir
 from lib.lifecycle.checkpoint import CheckpointError
@@ -128,11 +129,6 @@ def _device_type(spec) -> str:
     return "cpu" if spec.runtime.get("device") == "cpu" or not torch.cuda.is_available() else "cuda"
 
 
-def _data_dir(spec) -> Path:
-    path = Path(spec.runtime.get("data_dir") or "data").expanduser()
-    return path if path.is_absolute() else ROOT / path
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
@@ -162,7 +158,7 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
         if spec.model not in PACKAGES:
             raise BadInput(f"unknown model {spec.model!r} in {run_dir / rundir.SPEC}; "
                            f"choose one of {', '.join(PACKAGES)}")
-        ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=_data_dir(spec),
+        ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=paths.data_dir(spec),
                          download=bool(spec.runtime.get("download")), seed=spec.seed, log=log)
         seed_everything(spec.seed)
         build_task = importlib.import_module(f"{PACKAGES[spec.model]}.train").build_task
