@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from lib.lifecycle import rundir
+from lib.lifecycle import rundir, same_run
 
 PLAN = "matrix.json"
 VERSION = 1
@@ -44,17 +44,9 @@ def planned_specs(plan: dict) -> dict[str, dict]:
     return {spec["run_id"]: spec for spec in plan["runs"]}
 
 
-def difference(old: dict, new: dict, prefix: str = "") -> str | None:
-    """The first setting that differs between two spec dicts, as 'key: old -> new'."""
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key}: {a!r} -> {b!r}"
-    return None
+def difference(found: dict, expected: dict) -> str | None:
+    """The first setting in which a spec.json differs from the expected spec, as 'key: old -> new'."""
+    return same_run.difference(found, expected)
 
 
 def stale_runs(results_dir: Path | str, expected: dict[str, dict]) -> list[tuple[str, str]]:

@@ -84,10 +84,12 @@ def select(results_dir: Path | str, current_specs: dict[str, dict] | None = None
     kept.sort(key=lambda run: order[run.run_id])  # the plan's order: configurations stay together
     on_disk = {run.run_id for run in found}
     missing = [run_id for run_id in expected if run_id not in on_disk]
-    if current_specs is not None and current_specs != expected:
-        extra = [i for i in current_specs if i not in expected]
-        changed = [i for i in current_specs if i in expected and current_specs[i] != expected[i]]
-        gone = [i for i in expected if i not in current_specs]
+    compared = current_specs is not None
+    current_specs = current_specs or {}
+    extra = [i for i in current_specs if i not in expected]
+    changed = [i for i in current_specs if i in expected and plan_file.difference(expected[i], current_specs[i])]
+    gone = [i for i in expected if i not in current_specs] if compared else []
+    if extra or changed or gone:
         detail = "; ".join(part for part in (
             f"{len(extra)} runs of it are not in this sweep (e.g. {extra[0]})" if extra else "",
             f"{len(changed)} runs differ (e.g. {changed[0]}: {plan_file.difference(expected[changed[0]], current_specs[changed[0]])})"

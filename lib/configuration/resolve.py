@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from lib import hwdetect
 from lib.training.lr_schedule import check as check_lr
+from lib.lifecycle import same_run
 from lib.training.task import BadInput
 
 
@@ -210,12 +211,7 @@ def unchanged(saved: dict, current: dict) -> str | None:
             current = apply_time_budget(current, saved["time_budget"]["fit_steps"], measured=saved["time_budget"])
         except BadInput:
             return "time_budget"
-    for key in sorted(set(saved) | set(current)):
-        if key in ignore:
-            continue
-        if saved.get(key) != current.get(key):
-            return key
-    return None
+    return same_run.first_key(same_run.difference(saved, current, ignore=ignore))
 
 
 def epochs_done(hp: dict, step: int) -> float | None:
