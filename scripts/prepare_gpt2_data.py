@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                                          "load a gpt2 defconfig (make list-defconfigs) or use make menuconfig")
         # The data knobs do not depend on optimizer or pruning: any point of the sweep has them.
         spec = runspec.build(cfg, model="gpt2", optimizer="adamw", pruning="none", variant=None,
-                             sparsity=0.0, seed=cfg.SEED)
+                             target_sparsity=0.0, seed=cfg.SEED)
         options = sources.with_paths(spec.model_options)
         corpus.prepare(options, paths.data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
                      bpe_dir=args.bpe_dir)

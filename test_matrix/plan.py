@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+from lib.configuration import vocabulary
 from lib.lifecycle import rundir, same_run
 
 PLAN = "matrix.json"
@@ -45,8 +46,9 @@ def planned_specs(plan: dict) -> dict[str, dict]:
 
 
 def difference(found: dict, expected: dict) -> str | None:
-    """The first setting in which a spec.json differs from the expected spec, as 'key: old -> new'."""
-    return same_run.difference(found, expected)
+    """The first setting in which a spec.json differs from the expected spec, as 'key: old -> new'
+    (both under today's names: a spec.json from before issue 11's rename is the same run)."""
+    return same_run.difference(vocabulary.upgrade_spec(found), vocabulary.upgrade_spec(expected))
 
 
 def stale_runs(results_dir: Path | str, expected: dict[str, dict]) -> list[tuple[str, str]]:

@@ -46,7 +46,7 @@ def run_rows(runs: list[results.Run]) -> pd.DataFrame:
         metric = summary.get("metric") or ("perplexity" if spec.get("model") == "gpt2" else "accuracy")
         row = {"run_id": run.run_id, "config": run.config_id, "model": spec.get("model"),
                "optimizer": spec.get("optimizer"), "variant": spec.get("variant") or "",
-               "pruning": spec.get("pruning"), "target_sparsity": _percent(spec.get("sparsity")),
+               "pruning": spec.get("pruning"), "target_sparsity": _percent(spec.get("target_sparsity")),
                "seed": spec.get("seed"), "state": run.state, "reason": run.reason or "",
                "unequal_budget": bool(spec.get("unequal_budget")), "metric": metric,
                "final": None, "best": None, "achieved_sparsity": None, "total_time_s": None}

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.configuration import vocabulary
 from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 from test_matrix import state as run_state
@@ -46,14 +47,14 @@ class Selection:
 
 
 def load_run(path: Path) -> Run:
-    spec = rundir.read_json(path / rundir.SPEC) or {}
+    spec = vocabulary.upgrade_spec(rundir.read_json(path / rundir.SPEC) or {})
     state, reason = run_state.classify(path)
     summary = rundir.read_json(path / rundir.SUMMARY)
     if state == run_state.COMPLETED and not isinstance(summary, dict):
         state, reason = run_state.FAILED, "status says completed but summary.json is missing or unreadable"
     return Run(run_id=spec.get("run_id", path.name), run_dir=path, spec=spec, state=state, reason=reason,
                summary=summary if isinstance(summary, dict) else None,
-               hparams=rundir.read_json(path / rundir.HPARAMS), metrics=rundir.read_metrics(path))
+               hparams=rundir.read_hparams(path), metrics=rundir.read_metrics(path))
 
 
 def select(results_dir: Path | str, current_specs: dict[str, dict] | None = None) -> Selection:

@@ -110,9 +110,9 @@ def _schedule_lines(runs) -> list[str]:
         pruned = [r for r in group if r.pruning != "none"]
         if pruned:
             p = pruned[0]
-            ramp = f"step {p.prune_ramp_end}" if p.prune_ramp_end else "3/4 of the run"
-            lines.append(f"{model}: budget {budget}; every pruned run: warm-up {p.prune_warmup} steps, ramp end "
-                         f"{ramp}, masks every {p.prune_frequency} steps, {p.prune_shape}, {p.prune_scope}")
+            ramp = f"step {p.ramp_end}" if p.ramp_end else "3/4 of the run"
+            lines.append(f"{model}: budget {budget}; every pruned run: warm-up {p.warmup_end} steps, ramp end "
+                         f"{ramp}, masks every {p.frequency} steps, {p.shape}, {p.scope}")
         else:
             lines.append(f"{model}: budget {budget}; dense only")
         for r in group:

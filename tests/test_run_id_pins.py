@@ -42,3 +42,60 @@ def test_a_spec_json_from_before_the_rename_loads_with_its_id():
     spec = RunSpec.from_dict(old)
     assert spec.run_id == old["run_id"] == PINNED["lenet5-sample-bitter7"][0]
     assert spec == expand(config.from_defconfig("lenet5-sample-bitter7"))[0]
+
+
+def _old(name):
+    return json.loads((DATA / f"{name}-before-issue11.json").read_text())
+
+
+def test_an_old_run_directory_is_the_same_run_and_reads_under_todays_names(tmp_path):
+    from lib.lifecycle import rundir
+    from test_matrix import plan as plan_file, results
+
+    spec = expand(config.from_defconfig("lenet5-sample-bitter7"))[0]
+    run_dir = tmp_path / spec.run_id
+    run_dir.mkdir()
+    rundir.write_json(run_dir / rundir.SPEC, _old("spec"))
+    rundir.write_json(run_dir / rundir.HPARAMS, _old("hparams"))
+    assert plan_file.stale_runs(tmp_path, {spec.run_id: plan_file.spec_json(spec)}) == []
+    run = results.load_run(run_dir)
+    assert (run.spec["target_sparsity"], run.spec["warmup_end"], run.spec["shape"]) == (0.9, 100, "cubic")
+    assert "sparsity" not in run.spec and run.hparams["shape"] == "cubic" and "prune_shape" not in run.hparams
+
+
+def test_an_old_hparams_json_resumes(tmp_path):
+    """Both gates of a resume: the checkpoint's fingerprint and the same-plan check."""
+    from lib.configuration import resolve, vocabulary
+    from lib.training.engine import fingerprint
+
+    old = _old("hparams")
+    # what the code before the rename computed for this file (and stored in its last.pt)
+    assert fingerprint(old) == "909188b8837c17ba" == fingerprint(vocabulary.upgrade_hparams(old))
+    spec = expand(config.from_defconfig("lenet5-sample-bitter7"))[0]
+    now = resolve.plan(spec, train_size=1000, world_size=1, device_type="cpu", amp=None, compile=False,
+                       metric="accuracy", printer=lambda _l: None)
+    assert resolve.unchanged(vocabulary.upgrade_hparams(old), now) is None
+    assert resolve.optimizer_kwargs(vocabulary.upgrade_hparams(old)) == resolve.optimizer_kwargs(now)
+
+
+def test_the_spec_hparams_and_create_share_one_vocabulary():
+    import dataclasses
+    import inspect
+
+    from lib.configuration import resolve
+    from lib.configuration.runspec import RunSpec
+    from lib.optimizers import factory
+    from test_matrix import plan as plan_file
+
+    spec = expand(config.from_defconfig("gpt2-tiny-study"))[0]
+    hp = resolve.plan(spec, train_size=None, world_size=1, device_type="cpu", amp=None, compile=False,
+                      metric="perplexity", printer=lambda _l: None)
+    kwargs = resolve.optimizer_kwargs(hp)
+    fields = {f.name for f in dataclasses.fields(RunSpec)}
+    for name in resolve.SCHEDULE:  # each pruning setting keeps its name at every hop
+        assert name in fields and name in hp and name in factory.DEFAULTS and name in kwargs
+        assert kwargs[name] == hp[name] == (getattr(spec, name) if name != "ramp_end" else hp[name])
+    assert "nm" in fields and "nm" in factory.DEFAULTS
+    # betas: JSON's list from the RunSpec to hparams.json; create() alone makes the tuple torch wants
+    assert plan_file.spec_json(spec) == spec.to_dict() and hp["optimizer_args"] == spec.optimizer_args
+    assert "tuple(float(b) for b in hp[\"betas\"])" in inspect.getsource(factory.create)

@@ -186,6 +186,15 @@ def remove_temporaries(run_dir: Path | str, names) -> list[Path]:
     return removed
 
 
+def read_hparams(run_dir: Path | str) -> dict | None:
+    """hparams.json under today's names (also one written before issue 11's rename); None when
+    missing or unreadable."""
+    from lib.configuration import vocabulary
+
+    data = read_json(Path(run_dir) / HPARAMS)
+    return vocabulary.upgrade_hparams(data) if isinstance(data, dict) else None
+
+
 def read_spec(run_dir: Path | str):
     from lib.configuration.runspec import RunSpec
 

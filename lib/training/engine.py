@@ -43,7 +43,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from lib.lifecycle import checkpoint, heartbeat, rundir, start_record
-from lib.configuration import resolve
+from lib.configuration import resolve, vocabulary
 from lib.lifecycle.checkpoint import CheckpointError, FRESH_HINT
 from lib.training.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
                         resolve_compile)
@@ -59,7 +59,9 @@ LAST_KEYS = ("model", "optimizer", "step", "rng", "clock", "interval", "fingerpr
 
 
 def fingerprint(hp: dict) -> str:
-    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
+    """Which hparams.json a checkpoint belongs to: a hash over the names hparams.json had before
+    issue 11 (vocabulary.legacy_hparams), so checkpoints written before the rename still match."""
+    return hashlib.sha256(json.dumps(vocabulary.legacy_hparams(hp), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Interrupted(Exception):
@@ -97,8 +99,8 @@ class Trainer:
         last = self.run_dir / rundir.LAST
         if not last.exists():
             return hp, None
-        saved = rundir.read_json(self.run_dir / rundir.HPARAMS)
-        if not isinstance(saved, dict):
+        saved = rundir.read_hparams(self.run_dir)  # one written before issue 11's rename resumes too
+        if saved is None:
             raise CheckpointError(f"{last}: cannot resume, {self.run_dir / rundir.HPARAMS} is missing or "
                                   f"unreadable; {FRESH_HINT}")
         differs = resolve.unchanged(saved, hp)
@@ -355,7 +357,7 @@ class Trainer:
                       "nonzero": int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))}
         spec = self.spec
         return {"run_id": spec.run_id, "model": spec.model, "optimizer": spec.optimizer, "pruning": spec.pruning,
-                "variant": spec.variant, "target_sparsity": spec.sparsity, "seed": spec.seed,
+                "variant": spec.variant, "target_sparsity": spec.target_sparsity, "seed": spec.seed,
                 "unequal_budget": spec.budget_factor != 1.0, "metric": self.task.metric, "final": final,
                 "best": self.best, "achieved_sparsity": float(opt.sparsity()), "params": params, "memory": memory,
                 "layers": layer_sparsity(opt.prunable) if spec.pruning != "none" else None,
