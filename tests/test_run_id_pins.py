@@ -99,3 +99,11 @@ def test_the_spec_hparams_and_create_share_one_vocabulary():
     # betas: JSON's list from the RunSpec to hparams.json; create() alone makes the tuple torch wants
     assert plan_file.spec_json(spec) == spec.to_dict() and hp["optimizer_args"] == spec.optimizer_args
     assert "tuple(float(b) for b in hp[\"betas\"])" in inspect.getsource(factory.create)
+
+
+def test_an_nm_run_keeps_its_id():
+    """prune_nm became nm: the digest still hashes it under its old name (taken before the rename)."""
+    kconf = config.load_kconfig(config.defconfig_path("gpt2-tiny-cpu"))
+    kconf.syms["PRUNING_MASK_NM"].set_value(2)
+    spec = expand(config.Config(config.typed_values(kconf)))[0]
+    assert spec.run_id == "gpt2tiny-adamwprune-bitter7-state-s50-nm2of4-8cdf0d9d-seed1"
