@@ -22,7 +22,6 @@ from gpt2.corpus import sources, tokenizers
 from gpt2.model import GPT, config_from_options
 from lib.training.task import BadInput, Task
 
-ROOT = Path(__file__).resolve().parent.parent
 # Sequences per validation batch. Fixed, not the training batch, so the validation set
 # (eval_iters x EVAL_BATCH windows) is the same on every machine and runs compare.
 EVAL_BATCH = 8
@@ -92,7 +91,7 @@ def build_task(spec, ctx) -> GPT2Task:
         directory = corpus.shard_dir(ctx.data_dir, dataset, tokenizer)
         if dataset in sources.OFFLINE and ctx.is_main:
             # Deterministic and offline: no reason to make the user run a step first.
-            corpus.prepare(sources.with_paths(options, ROOT), ctx.data_dir, log=ctx.log)
+            corpus.prepare(sources.with_paths(options), ctx.data_dir, log=ctx.log)
         tokens = corpus.TokenData(directory, int(options["block_size"]),
                                   vocab_size=tokenizers.vocab_size(tokenizer))
         _note_recipe_drift(tokens.meta, {**options, "val_fraction": float(options.get("val_fraction") or 0)},

@@ -58,11 +58,11 @@ def detect_gpus() -> list[GPU]:
     """Visible GPUs through torch.cuda (which also covers ROCm/HIP builds); [] on CPU."""
     import torch
 
-    if not torch.cuda.is_available():
-        return []
+    from lib import gpus as lib_gpus
+
     backend = "rocm" if getattr(torch.version, "hip", None) else "cuda"
     gpus = []
-    for i in range(torch.cuda.device_count()):
+    for i in range(lib_gpus.count()):
         props = torch.cuda.get_device_properties(i)
         gpus.append(GPU(props.name, props.total_memory / 2**30, backend))
     return gpus

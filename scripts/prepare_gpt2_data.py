@@ -13,15 +13,7 @@ from gpt2 import corpus
 from gpt2.corpus import sources
 from gpt2.corpus.build import DEFAULT_SHARD_TOKENS
 from lib.configuration import config as lib_config
-from lib.configuration import runspec
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_dir(spec) -> Path:
-    """DATA_DIR as training sees it: relative paths are taken from the repository root."""
-    path = Path(spec.runtime.get("data_dir") or "data").expanduser()
-    return path if path.is_absolute() else ROOT / path
+from lib.configuration import paths, runspec
 
 
 def main(argv=None) -> int:
@@ -40,9 +32,9 @@ def main(argv=None) -> int:
                                          "load a gpt2 defconfig (make list-defconfigs) or use make menuconfig")
         # The data knobs do not depend on optimizer or pruning: any point of the sweep has them.
         spec = runspec.build(cfg, model="gpt2", optimizer="adamw", pruning="none", variant=None,
-                             sparsity=0.0, seed=cfg.SEED)
-        options = sources.with_paths(spec.model_options, ROOT)
-        corpus.prepare(options, data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
+                             target_sparsity=0.0, seed=cfg.SEED)
+        options = sources.with_paths(spec.model_options)
+        corpus.prepare(options, paths.data_dir(spec), shard_tokens=args.shard_tokens, force=args.force,
                      bpe_dir=args.bpe_dir)
     except (lib_config.ConfigError, *corpus.ERRORS) as err:
         print(f"prepare-gpt2-data: {err}", file=sys.stderr)

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         if args.fresh or args.force:
             raise sweep.SweepRefused("FRESH/FORCE apply to single runs; a sweep keeps its finished runs. To start "
                                      "a sweep over, set another TEST_MATRIX_RESULTS_DIR")
-        return sweep.run(cfg)
+        return sweep.run(cfg, runs=runs)
     return sweep.main("make", "'make' again resumes", body)
 
 

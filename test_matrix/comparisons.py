@@ -104,10 +104,10 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
             if rs[0].spec.get("pruning") == "none":
                 dense.setdefault(rs[0].spec.get("optimizer"), c)
         pruned = [c for c, rs in members.items() if rs[0].spec.get("pruning") != "none"]
-        levels = sorted({members[c][0].spec.get("sparsity") for c in pruned})
+        levels = sorted({members[c][0].spec.get("target_sparsity") for c in pruned})
         dropped_by_start = {c: {r.spec.get("seed") for r in rs if r.run_id in unpaired} for c, rs in members.items()}
         # configurations that differ in more than method and sparsity (e.g. a learning rate) go by their ids
-        keys = {c: (plots.method_label(rs[0].spec), rs[0].spec.get("sparsity")) for c, rs in members.items()}
+        keys = {c: (plots.method_label(rs[0].spec), rs[0].spec.get("target_sparsity")) for c, rs in members.items()}
         taken = list(keys.values())
         labels = {c: (c if taken.count(key) > 1 else key[0]) for c, key in keys.items()}
 
@@ -120,7 +120,7 @@ def build(runs, detect: dict[str, float], unpaired: set = frozenset()) -> list[C
                                   stats.paired(va, vb), len(lost & (set(va) | set(vb))), detect[metric]))
 
         for level in levels:
-            at_level = [c for c in pruned if members[c][0].spec.get("sparsity") == level]
+            at_level = [c for c in pruned if members[c][0].spec.get("target_sparsity") == level]
             # the later configuration first: the plan lists AdamWPrune's state pruning last, so
             # lines read "adamwprune bitter7 vs adamw magnitude"
             for b, a in combinations(at_level, 2):

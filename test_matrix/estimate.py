@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from statistics import mean
 
+from lib.configuration import vocabulary
 from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 
@@ -42,7 +43,7 @@ def history(dirs) -> list[tuple[dict, float]]:
             seconds = summary.get("total_time_s") if isinstance(summary, dict) else None
             spec = rundir.read_json(run / rundir.SPEC)
             if isinstance(seconds, (int, float)) and seconds > 0 and isinstance(spec, dict):
-                found.append((spec, float(seconds)))
+                found.append((vocabulary.upgrade_spec(spec), float(seconds)))
     return found
 
 

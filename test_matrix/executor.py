@@ -86,10 +86,8 @@ def _exit_reason(rc: int, output: Path) -> str:
 
 
 def _record_failure(run_dir: Path, reason: str) -> None:
-    previous = rundir.read_status(run_dir) or {}
-    extra = {"step": previous["step"]} if "step" in previous else {}
     try:
-        rundir.write_status(run_dir, rundir.FAILED, reason=reason, recorded_by="test_matrix", **extra)
+        rundir.record_failure(run_dir, reason, recorded_by="test_matrix")
     except OSError:
         pass  # a full or read-only disk: the run's own line said why; the status cannot be changed
 
@@ -113,7 +111,9 @@ def settle(job: Job, rc: int, seconds: float, timed_out: bool = False) -> Outcom
 
 
 class Executor(executor_api.RunExecutor):
-    """Runs Jobs on this machine; `on_event(kind, job, outcome)`: "start", "finish", "retry" or "tick"."""
+    """Runs Jobs as child processes of this machine; `on_event(kind, job, outcome)`: "start",
+    "finish", "retry" or "tick". The serial, CPU-parallel and per-GPU executors below are this
+    loop with their own slot rule; tests build it directly with any mix."""
 
     def __init__(self, *, jobs: int = 1, gpus: list[str] | None = None, timeout_s: float = 0,
                  command: Callable[[Path, list[str]], list[str]] = default_command,
@@ -252,3 +252,28 @@ def _stop(proc) -> None:
             break
         except Exception:  # subprocess.TimeoutExpired
             continue
+
+
+class SerialExecutor(Executor):
+    """One run at a time on the CPU, with every core (TEST_MATRIX_PARALLEL_JOBS=1, no GPU)."""
+
+    @classmethod
+    def suits(cls, cfg, gpus) -> bool:
+        return not gpus and cfg.TEST_MATRIX_PARALLEL_JOBS == 1
+
+
+class ParallelExecutor(Executor):
+    """TEST_MATRIX_PARALLEL_JOBS runs at once on the CPU, the cores divided between them."""
+
+    @classmethod
+    def suits(cls, cfg, gpus) -> bool:
+        return not gpus and cfg.TEST_MATRIX_PARALLEL_JOBS > 1
+
+
+class GpuExecutor(Executor):
+    """One run per GPU (a DDP run takes as many as it has processes), each told its GPUs
+    through CUDA_VISIBLE_DEVICES; at most TEST_MATRIX_PARALLEL_JOBS at once."""
+
+    @classmethod
+    def suits(cls, cfg, gpus) -> bool:
+        return bool(gpus)

@@ -12,20 +12,31 @@ An executor takes prepared run directories (Jobs) and, for each one:
 A run whose process or machine died is launched again, up to `retries` times, and resumes;
 one that failed for a reason that would fail again is not (retryable()).
 
-The sweep builds executors with create(cfg) and never knows which one it drives.
+The sweep builds executors with create(cfg) and never knows which one it drives. A new
+executor is one new file with a RunExecutor subclass, plus its entry in EXECUTORS: its name,
+where the class lives, and the Kconfig bool symbol that selects it (docs/extending.md).
 """
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.lifecycle import rundir
 
-# name -> "module:class"; imported on use, so the local sweep never imports Ray.
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "module:Class", imported on use: the local sweep never imports Ray
+    symbol: str  # the Kconfig bool that selects it; executors sharing one are told apart by suits()
+
+
+# name -> entry, in the order create() tries them
 EXECUTORS = {
-    "local": "test_matrix.executor:Executor",
-    "ray": "test_matrix.ray_executor:RayExecutor",
+    "serial": Entry("test_matrix.executor:SerialExecutor", "TEST_MATRIX_EXECUTOR_LOCAL"),
+    "parallel": Entry("test_matrix.executor:ParallelExecutor", "TEST_MATRIX_EXECUTOR_LOCAL"),
+    "gpu": Entry("test_matrix.executor:GpuExecutor", "TEST_MATRIX_EXECUTOR_LOCAL"),
+    "ray": Entry("test_matrix.ray_executor:RayExecutor", "TEST_MATRIX_EXECUTOR_RAY"),
 }
 
 # Reasons that the executor (not the engine) records when a run's process vanished:
@@ -48,6 +59,11 @@ class RunExecutor(ABC):
     def from_config(cls, cfg, *, gpus: list[str], command, cores: int | None, cwd: Path) -> "RunExecutor":
         """The executor `cfg` asks for; cheap: nothing is started or installed yet."""
 
+    @classmethod
+    def suits(cls, cfg, gpus: list[str]) -> bool:
+        """Whether it is the one for `cfg` among the executors its Kconfig symbol selects."""
+        return True
+
     @abstractmethod
     def describe(self, n_jobs: int) -> str:
         """One line for the plan: where and how many runs go at once."""
@@ -66,13 +82,23 @@ class RunExecutor(ABC):
         """Run the Jobs (submit, watch, cancel on KeyboardInterrupt); their final Outcomes."""
 
 
-def name_of(cfg) -> str:
-    return "ray" if cfg.get("TEST_MATRIX_EXECUTOR_RAY") else "local"
+def executor_class(name: str) -> type[RunExecutor]:
+    module, cls = EXECUTORS[name].target.split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
-def create(cfg, **kw) -> RunExecutor:
-    module, cls = EXECUTORS[name_of(cfg)].split(":")
-    return getattr(importlib.import_module(module), cls).from_config(cfg, **kw)
+def name_of(cfg, gpus=()) -> str:
+    """The registered executor `cfg` selects (the local one when no executor symbol is set)."""
+    chosen = [name for name, entry in EXECUTORS.items() if cfg.get(entry.symbol)]
+    for name in chosen or [n for n, e in EXECUTORS.items() if e.symbol == "TEST_MATRIX_EXECUTOR_LOCAL"]:
+        if executor_class(name).suits(cfg, list(gpus)):
+            return name
+    raise ExecutorRefused(f"no executor fits this config ({', '.join(chosen) or 'none selected'}); "
+                          "choose one under Test matrix > Where the runs execute in 'make menuconfig'")
+
+
+def create(cfg, *, gpus, **kw) -> RunExecutor:
+    return executor_class(name_of(cfg, gpus)).from_config(cfg, gpus=gpus, **kw)
 
 
 def retryable(run_dir: Path | str) -> bool:

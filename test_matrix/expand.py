@@ -71,11 +71,11 @@ def expand(cfg) -> list[runspec.RunSpec]:
     if not points:
         raise ConfigError("the selected optimizers and pruning methods give no run: AdamWPrune runs "
                           "only with state pruning, other optimizers only with none/magnitude/movement")
-    runs = [runspec.build(cfg, model=model, optimizer=o, pruning=p, variant=v, sparsity=s, seed=seed)
+    runs = [runspec.build(cfg, model=model, optimizer=o, pruning=p, variant=v, target_sparsity=s, seed=seed)
             for model in models for (o, p, v, s) in points for seed in seeds(cfg)]
     ids = [r.run_id for r in runs]
     assert len(set(ids)) == len(ids), "run IDs must be unique"
-    if any(r.prune_nm for r in runs):
+    if any(r.nm for r in runs):
         from lib.pruning import nm_fit  # late: only N:M configs need torch here
 
         misfit = nm_fit.problem(runs)
@@ -91,8 +91,8 @@ def config_id(spec) -> str:
 
 def schedule_of(spec) -> dict:
     """What must be equal across the pruned runs of one comparison (SPEC: one schedule)."""
-    return {"prune_warmup": spec.prune_warmup, "prune_ramp_end": spec.prune_ramp_end,
-            "prune_frequency": spec.prune_frequency, "prune_shape": spec.prune_shape}
+    return {"warmup_end": spec.warmup_end, "ramp_end": spec.ramp_end, "frequency": spec.frequency,
+            "shape": spec.shape}
 
 
 def budget_of(spec) -> dict:

@@ -10,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from lib.lifecycle import rundir
+from lib.configuration import vocabulary
+from lib.lifecycle import rundir, same_run
 
 PLAN = "matrix.json"
 VERSION = 1
@@ -44,17 +45,10 @@ def planned_specs(plan: dict) -> dict[str, dict]:
     return {spec["run_id"]: spec for spec in plan["runs"]}
 
 
-def difference(old: dict, new: dict, prefix: str = "") -> str | None:
-    """The first setting that differs between two spec dicts, as 'key: old -> new'."""
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key}: {a!r} -> {b!r}"
-    return None
+def difference(found: dict, expected: dict) -> str | None:
+    """The first setting in which a spec.json differs from the expected spec, as 'key: old -> new'
+    (both under today's names: a spec.json from before issue 11's rename is the same run)."""
+    return same_run.difference(vocabulary.upgrade_spec(found), vocabulary.upgrade_spec(expected))
 
 
 def stale_runs(results_dir: Path | str, expected: dict[str, dict]) -> list[tuple[str, str]]:

@@ -46,7 +46,7 @@ def run_rows(runs: list[results.Run]) -> pd.DataFrame:
         metric = summary.get("metric") or model_registry.metric_of(spec.get("model"))
         row = {"run_id": run.run_id, "config": run.config_id, "model": spec.get("model"),
                "optimizer": spec.get("optimizer"), "variant": spec.get("variant") or "",
-               "pruning": spec.get("pruning"), "target_sparsity": _percent(spec.get("sparsity")),
+               "pruning": spec.get("pruning"), "target_sparsity": _percent(spec.get("target_sparsity")),
                "seed": spec.get("seed"), "state": run.state, "reason": run.reason or "",
                "unequal_budget": bool(spec.get("unequal_budget")), "metric": metric,
                "final": None, "best": None, "achieved_sparsity": None, "total_time_s": None}
@@ -168,12 +168,12 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _current_specs(cfg) -> dict[str, dict] | None:
+def _current_specs(cfg, runs=None) -> dict[str, dict] | None:
     if cfg is None:
         return None
     from test_matrix.expand import expand
     try:
-        return {r.run_id: plan_file.spec_json(r) for r in expand(cfg)}
+        return {r.run_id: plan_file.spec_json(r) for r in (expand(cfg) if runs is None else runs)}
     except lib_config.ConfigError:
         return None
 
@@ -185,14 +185,16 @@ def detect_differences(selection: results.Selection, current_cfg) -> dict[str, f
     return comparisons_mod.detect_differences((selection.plan or {}).get("config"))
 
 
-def build(results_dir: Path | str, current_cfg=None, out=None) -> Path:
-    """Write the report of `results_dir`, print its table, where the files are and the verdicts."""
+def build(results_dir: Path | str, current_cfg=None, out=None, current_runs=None) -> Path:
+    """Write the report of `results_dir`, print its table, where the files are and the verdicts.
+
+    `current_runs`: `current_cfg` already expanded by the caller (None expands it here)."""
     out = out or sys.stdout
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"{results_dir}: no such results directory; run 'make test-matrix' first "
                                 "or give DIR=<a results directory>")
-    selection = results.select(results_dir, _current_specs(current_cfg))
+    selection = results.select(results_dir, _current_specs(current_cfg, current_runs))
     if not selection.runs:
         raise FileNotFoundError(f"{results_dir}: no run of this sweep has started yet; run 'make test-matrix'")
     detect = detect_differences(selection, current_cfg)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.configuration import model_registry
+from lib.configuration import model_registry, vocabulary
 from lib.lifecycle import rundir
 from test_matrix import plan as plan_file
 from test_matrix import state as run_state
@@ -47,14 +47,14 @@ class Selection:
 
 
 def load_run(path: Path) -> Run:
-    spec = rundir.read_json(path / rundir.SPEC) or {}
+    spec = vocabulary.upgrade_spec(rundir.read_json(path / rundir.SPEC) or {})
     state, reason = run_state.classify(path)
     summary = rundir.read_json(path / rundir.SUMMARY)
     if state == run_state.COMPLETED and not isinstance(summary, dict):
         state, reason = run_state.FAILED, "status says completed but summary.json is missing or unreadable"
     return Run(run_id=spec.get("run_id", path.name), run_dir=path, spec=spec, state=state, reason=reason,
                summary=summary if isinstance(summary, dict) else None,
-               hparams=rundir.read_json(path / rundir.HPARAMS), metrics=rundir.read_metrics(path))
+               hparams=rundir.read_hparams(path), metrics=rundir.read_metrics(path))
 
 
 def select(results_dir: Path | str, current_specs: dict[str, dict] | None = None) -> Selection:
@@ -85,10 +85,12 @@ def select(results_dir: Path | str, current_specs: dict[str, dict] | None = None
     kept.sort(key=lambda run: order[run.run_id])  # the plan's order: configurations stay together
     on_disk = {run.run_id for run in found}
     missing = [run_id for run_id in expected if run_id not in on_disk]
-    if current_specs is not None and current_specs != expected:
-        extra = [i for i in current_specs if i not in expected]
-        changed = [i for i in current_specs if i in expected and current_specs[i] != expected[i]]
-        gone = [i for i in expected if i not in current_specs]
+    compared = current_specs is not None
+    current_specs = current_specs or {}
+    extra = [i for i in current_specs if i not in expected]
+    changed = [i for i in current_specs if i in expected and plan_file.difference(expected[i], current_specs[i])]
+    gone = [i for i in expected if i not in current_specs] if compared else []
+    if extra or changed or gone:
         detail = "; ".join(part for part in (
             f"{len(extra)} runs of it are not in this sweep (e.g. {extra[0]})" if extra else "",
             f"{len(changed)} runs differ (e.g. {changed[0]}: {plan_file.difference(expected[changed[0]], current_specs[changed[0]])})"

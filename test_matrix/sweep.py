@@ -6,13 +6,13 @@ from log text; every state comes from the runs' status.json (test_matrix.state).
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 
-from lib.configuration import config as lib_config
+from lib import gpus as lib_gpus
+from lib.configuration import config as lib_config, paths
 from lib.lifecycle import rundir
 from lib.lifecycle.storage_errors import describe as describe_storage_error, is_storage_error
 from lib.tracking import child as tracking
@@ -53,8 +53,7 @@ def resolve(path: str | Path, symbol: str = "the directory setting") -> Path:
     if not text:
         raise SweepRefused(f"{symbol} is empty, which would write into the project itself; set a directory "
                            "such as 'runs' in 'make menuconfig'")
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else lib_config.ROOT / path
+    return paths.from_root(text)
 
 
 def outside_note(value: str, resolved: Path) -> str | None:
@@ -76,20 +75,12 @@ def detect_gpus(runs) -> list[str]:
     """GPU ids to hand out, one per run; empty when the runs are for the CPU or none exists."""
     if all(r.runtime.get("device") == "cpu" for r in runs):
         return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch build with CUDA: the CPU it is
-        return []
+    return lib_gpus.ids()
 
 
-def check(cfg, results_dir: Path):
-    """The runs, their specs and the IDs of stale directories to take over, after refusing
-    unfair expansions and stale directories that hold trained steps."""
-    runs = expand(cfg)
+def check(cfg, results_dir: Path, runs):
+    """The runs (`cfg` expanded), their specs and the IDs of stale directories to take over,
+    after refusing unfair expansions and stale directories that hold trained steps."""
     detect_differences(cfg)  # a bad value is refused before any run, not after the last one
     problems = fairness_problems(runs)
     if problems:
@@ -119,9 +110,9 @@ def _schedule_lines(runs) -> list[str]:
         pruned = [r for r in group if r.pruning != "none"]
         if pruned:
             p = pruned[0]
-            ramp = f"step {p.prune_ramp_end}" if p.prune_ramp_end else "3/4 of the run"
-            lines.append(f"{model}: budget {budget}; every pruned run: warm-up {p.prune_warmup} steps, ramp end "
-                         f"{ramp}, masks every {p.prune_frequency} steps, {p.prune_shape}, {p.prune_scope}")
+            ramp = f"step {p.ramp_end}" if p.ramp_end else "3/4 of the run"
+            lines.append(f"{model}: budget {budget}; every pruned run: warm-up {p.warmup_end} steps, ramp end "
+                         f"{ramp}, masks every {p.frequency} steps, {p.shape}, {p.scope}")
         else:
             lines.append(f"{model}: budget {budget}; dense only")
         for r in group:
@@ -200,8 +191,11 @@ def _to_run(runs, states, rerun: str | None, replace=frozenset()):
 
 def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_run: bool = False,
         command=default_command, gpus: list[str] | None = None, cores: int | None = None,
-        make_report: bool = True, out=None, bar: bool | None = None) -> int:
+        make_report: bool = True, out=None, bar: bool | None = None, runs=None) -> int:
     """Run the sweep `cfg` asks for. 0: every run completed; 1: some failed or were left undone.
+
+    `runs` is `cfg` expanded (test_matrix.expand.expand) by the entry point, which expands a
+    config once per command and hands the list down; None expands it here.
 
     Raises SweepRefused (and lib.configuration.config.ConfigError) for bad input; nothing is touched then.
     """
@@ -209,7 +203,8 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     if rerun is not None and rerun not in RERUN_CHOICES:
         raise SweepRefused(f"RERUN={rerun} is not understood; use RERUN=failed to rerun the failed runs")
     results_dir = Path(results_dir) if results_dir else results_dir_of(cfg)
-    runs, specs, replace = check(cfg, results_dir)
+    runs = expand(cfg) if runs is None else list(runs)
+    runs, specs, replace = check(cfg, results_dir, runs)
     gpus = detect_gpus(runs) if gpus is None else gpus
     executor = executor_api.create(cfg, gpus=gpus, command=command, cores=cores, cwd=lib_config.ROOT)
     states = _states(runs, results_dir)
@@ -226,7 +221,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
     previous_term = _term_as_interrupt()
     try:
         # Under the lock, states are final: nobody else can be writing these directories.
-        runs, specs, replace = check(cfg, results_dir)
+        runs, specs, replace = check(cfg, results_dir, runs)
         states = _states(runs, results_dir)
         todo = _to_run(runs, states, rerun, replace)
         try:
@@ -267,7 +262,7 @@ def run(cfg, *, results_dir: Path | None = None, rerun: str | None = None, dry_r
         executor.close()
         signal.signal(signal.SIGTERM, previous_term)
         lock.release()
-    rc = _conclude(final, results_dir, cfg, make_report, out)
+    rc = _conclude(final, results_dir, cfg, runs, make_report, out)
     if make_report:  # the verdicts exist only now, after the sweep's own follower stopped
         tracking.send_sweep_summary(cfg, results_dir, {r.model for r in runs}, out=out)
     return rc
@@ -280,7 +275,7 @@ def _term_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _conclude(final: dict, results_dir: Path, cfg, make_report: bool, out) -> int:
+def _conclude(final: dict, results_dir: Path, cfg, runs, make_report: bool, out) -> int:
     counts = Counter(state for state, _ in final.values())
     failed = sorted(run_id for run_id, (state, _) in final.items() if state == run_state.FAILED)
     undone = sorted(run_id for run_id, (state, _) in final.items() if state not in (run_state.COMPLETED, run_state.FAILED))
@@ -293,7 +288,7 @@ def _conclude(final: dict, results_dir: Path, cfg, make_report: bool, out) -> in
     if make_report:
         from test_matrix import report
         try:
-            report.build(results_dir, current_cfg=cfg, out=out)
+            report.build(results_dir, current_cfg=cfg, out=out, current_runs=runs)
         except Exception as exc:  # the runs are safe on disk; the report can be redone alone
             print(f"report failed ({type(exc).__name__}: {exc}); retry with: make report DIR={results_dir}", file=out)
     return 1 if failed or undone else 0

@@ -34,7 +34,7 @@ def _spec(model, optimizer, pruning, variant, sparsity, seed, lr) -> dict:
     if lr is not None:
         config += f"-lr{lr:g}"
     return {"run_id": f"{config}-seed{seed}", "model": model, "optimizer": optimizer, "pruning": pruning,
-            "variant": variant, "sparsity": sparsity, "seed": seed, "unequal_budget": False,
+            "variant": variant, "target_sparsity": sparsity, "seed": seed, "unequal_budget": False,
             "optimizer_args": {"lr": lr or 1e-3, **({"base": "adamw"} if optimizer == "adamwprune" else {})}}
 
 
@@ -65,17 +65,17 @@ def make(results_dir: Path | str, runs: int = 1000, seeds: int = 5, fail_every: 
         if fail_every and index % fail_every == fail_every - 1:
             rundir.write_status(run_dir, rundir.FAILED, reason="training loss is nan at step 301 (synthetic)")
             continue
-        base = quality.setdefault(spec["run_id"].rsplit("-seed", 1)[0], 97.0 - 3 * spec["sparsity"] ** 4
+        base = quality.setdefault(spec["run_id"].rsplit("-seed", 1)[0], 97.0 - 3 * spec["target_sparsity"] ** 4
                                   + rng.gauss(0, 0.2))
         final = base + rng.gauss(0, 0.25) + 0.1 * seed
         for step in range(62, 621, 62):
             rundir.append_metrics(run_dir, {"step": step, "accuracy": final - 30.0 / step, "train_loss": 6.0 / step})
         layers = None if spec["pruning"] == "none" else [
-            {"layer": name, "size": size, "sparsity": min(1.0, spec["sparsity"] * (0.6 + 0.1 * i))}
+            {"layer": name, "size": size, "sparsity": min(1.0, spec["target_sparsity"] * (0.6 + 0.1 * i))}
             for i, (name, size) in enumerate(LAYERS)]
         rundir.write_json(run_dir / rundir.SUMMARY, {
             "run_id": spec["run_id"], "metric": "accuracy", "final": {"step": 620, "accuracy": final},
-            "best": {"step": 558, "accuracy": final + 0.05}, "achieved_sparsity": spec["sparsity"],
+            "best": {"step": 558, "accuracy": final + 0.05}, "achieved_sparsity": spec["target_sparsity"],
             "total_time_s": 8.0 + rng.random(), "layers": layers,
             "memory": {"weights": 245880, "state": 491760, "pruning": 0, "state_plus_pruning_ratio": 2.0}})
         rundir.write_status(run_dir, rundir.COMPLETED)

@@ -102,7 +102,7 @@ def test_every_symbol_read_reaches_hparams(defconfig, assignments, pick):
     base_values = typed_values(scenario_kconfig(defconfig, assignments))
     first = next(s for s in expand(Config(base_values)) if all(getattr(s, k) == v for k, v in pick.items()))
     axes = {"model": first.model, "optimizer": first.optimizer, "pruning": first.pruning,
-            "variant": first.variant, "sparsity": first.sparsity, "seed": first.seed}
+            "variant": first.variant, "target_sparsity": first.target_sparsity, "seed": first.seed}
     recorder = Recording(base_values)
     runspec.build(recorder, **axes)
     base = resolved(base_values, axes)
@@ -132,7 +132,7 @@ def test_symbols_checked_cover_the_run_knobs():
     recorder = Recording(values)
     spec = expand(Config(values))[0]
     runspec.build(recorder, model=spec.model, optimizer=spec.optimizer, pruning=spec.pruning,
-                  variant=spec.variant, sparsity=spec.sparsity, seed=spec.seed)
+                  variant=spec.variant, target_sparsity=spec.target_sparsity, seed=spec.seed)
     for name in ("LENET5_EPOCHS", "LENET5_LEARNING_RATE", "LENET5_WEIGHT_DECAY", "PRUNING_WARMUP",
                  "PRUNING_RAMP_END", "PRUNING_FREQUENCY", "BATCH_SIZE", "GRAD_ACC", "DDP_NPROC", "EVAL_INTERVAL",
                  "CHECKPOINT_INTERVAL", "TIME_BUDGET_SECONDS", "ADAM_BETA1", "ADAM_EPS", "LR_WARMUP_EPOCHS"):

@@ -65,7 +65,7 @@ def test_state_pruning_only_with_adamwprune_and_dense_once_per_optimizer(tmp_pat
     assert all((r.optimizer == "adamwprune") == (r.pruning == "state") for r in runs)
     dense = [r for r in runs if r.pruning == "none"]
     assert [stem(r.run_id) for r in dense] == ["lenet5-adamw-none-seed1", "lenet5-adamw-none-seed2"]
-    assert all(r.sparsity == 0.0 and r.prune_warmup == 0 for r in dense)
+    assert all(r.target_sparsity == 0.0 and r.warmup_end == 0 for r in dense)
 
 
 def test_no_run_asked_for_is_a_clear_error(tmp_path):
@@ -105,7 +105,7 @@ def test_bitter2_is_the_one_flagged_unequal_budget(tmp_path):
 
 def test_fairness_check_catches_a_different_ramp_or_budget():
     runs = expand(from_defconfig("lenet5-cpu-compare"))
-    ramp = runs[:3] + [dataclasses.replace(runs[3], prune_ramp_end=3000)] + runs[4:]
+    ramp = runs[:3] + [dataclasses.replace(runs[3], ramp_end=3000)] + runs[4:]
     assert any("pruning schedule" in p for p in fairness_problems(ramp))
     longer = [dataclasses.replace(runs[0], epochs=20)] + runs[1:]
     assert any("budget" in p for p in fairness_problems(longer))

@@ -81,7 +81,7 @@ def bitter7_run(tmp_path_factory, one_thread):
 
 def test_spec_is_what_the_test_asks_for(bitter7_run):
     spec, _, _ = bitter7_run
-    assert (spec.model, spec.optimizer, spec.variant, spec.sparsity) == ("gpt2", "adamwprune", "bitter7", 0.5)
+    assert (spec.model, spec.optimizer, spec.variant, spec.target_sparsity) == ("gpt2", "adamwprune", "bitter7", 0.5)
     assert spec.model_options["dataset"] == "generated" and spec.max_iters == 20
 
 

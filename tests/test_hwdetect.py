@@ -244,3 +244,35 @@ def test_hopper_batch_is_between_the_neighbouring_seed_rows():
         batch = gpu_row(GPU(name, gib))[0]
         assert gpu_row(W7900)[0] <= batch <= gpu_row(B200)[0]
         assert batch * 1.5 <= gib  # about 1.5 GiB per sample at block 1024, as in the seed's rows
+
+
+def test_one_function_counts_the_gpus(monkeypatch):
+    """Launch, hwdetect, the device check and the sweep all ask lib.gpus, so one count rules."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from lib import gpus as lib_gpus
+    from lib.training.device import resolve_device
+    from lib.training.task import BadInput
+    from test_matrix import sweep
+
+    monkeypatch.setattr(lib_gpus, "count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 99)  # nobody may ask torch directly
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name="X", total_memory=2**34))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert len(detect_gpus()) == 3
+    assert sweep.detect_gpus([SimpleNamespace(runtime={"device": "auto"})]) == ["0", "1", "2"]
+    with pytest.raises(BadInput, match="3 visible"):
+        resolve_device("cuda", local_rank=3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # a sweep given a subset hands out its ids
+    assert lib_gpus.ids() == ["4", "6"]
+
+
+def test_gpu_count_is_zero_without_cuda(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from lib import gpus as lib_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert lib_gpus.count() == 0 and detect_gpus() == []

@@ -69,17 +69,17 @@ FAKE_ENGINE = textwrap.dedent('''
             sys.exit(1)
         acc = 50 + 8 * step + spec["seed"]
         rundir.append_metrics(run_dir, {"step": step, "accuracy": acc, "train_loss": 1.0 / step,
-                                        "sparsity": spec["sparsity"] * step / steps})
+                                        "sparsity": spec["target_sparsity"] * step / steps})
         rundir.write_json(ckpt, {"step": step})
         rundir.write_status(run_dir, "running", step=step)
     rundir.write_json(os.path.join(run_dir, "hparams.json"), {
-        "warmup_end": spec["prune_warmup"], "ramp_end": 4, "frequency": spec["prune_frequency"],
+        "warmup_end": spec["warmup_end"], "ramp_end": 4, "frequency": spec["frequency"],
         "total_steps": round(steps * spec["budget_factor"]), "batch_size": 64, "grad_acc": 1, "world_size": 1,
         "effective_batch": 64, "lr": spec["optimizer_args"]["lr"]})
     final = 50 + 8 * steps + spec["seed"]
     rundir.write_json(os.path.join(run_dir, "summary.json"), {
         "run_id": run_id, "metric": "accuracy", "final": {"step": steps, "accuracy": final, "test_loss": 0.1},
-        "best": {"step": steps, "accuracy": final + 0.5, "test_loss": 0.1}, "achieved_sparsity": spec["sparsity"],
+        "best": {"step": steps, "accuracy": final + 0.5, "test_loss": 0.1}, "achieved_sparsity": spec["target_sparsity"],
         "total_time_s": time.time() - started, "steps": steps,
         "memory": {"weights": 4000, "state": 8000, "pruning": 125, "state_ratio": 2.0,
                    "state_plus_pruning_ratio": 2.03125},

@@ -125,16 +125,16 @@ def test_config_reaches_the_run_and_names_it():
 
     base = config.from_defconfig("gpt2-tiny-cpu")
     plain = expand(base)[0]
-    assert "prune_nm" not in plain.to_dict() and "nm" not in plain.run_id
+    assert "nm" not in plain.to_dict() and "nm" not in plain.run_id
     kconf = config.load_kconfig(config.defconfig_path("gpt2-tiny-cpu"))
     kconf.syms["PRUNING_MASK_NM"].set_value(2)  # as menuconfig would: N and M appear at 2 and 4
     spec = expand(config.Config(config.typed_values(kconf)))[0]
-    assert spec.prune_nm == "2:4" and stem(spec.run_id).endswith("s50-nm2of4-seed1")
+    assert spec.nm == "2:4" and stem(spec.run_id).endswith("s50-nm2of4-seed1")
     assert type(spec).from_dict(spec.to_dict()) == spec
     hp = plan(spec, train_size=None, world_size=1, device_type="cpu", amp=None, compile=False,
               metric="perplexity", printer=lambda _l: None)
     assert optimizer_kwargs(hp)["nm"] == "2:4"
-    ninety = dataclasses.replace(spec, sparsity=0.9)
+    ninety = dataclasses.replace(spec, target_sparsity=0.9)
     with pytest.raises(BadInput, match="end at exactly 50% sparsity"):
         plan(ninety, train_size=None, world_size=1, device_type="cpu", amp=None, compile=False,
              metric="perplexity", printer=lambda _l: None)
@@ -150,7 +150,7 @@ def test_gpt2_run_with_2_4_masks_trains_exports_and_is_2_4(tmp_path, monkeypatch
 
     monkeypatch.setenv("KNLP_NUM_THREADS", "1")
     spec = gpt2_spec(tmp_path, PRUNING_MASK_NM="y")
-    assert spec.prune_nm == "2:4"
+    assert spec.nm == "2:4"
     code, run_dir = start(tmp_path, spec)
     assert code == 0, (run_dir / rundir.LOG).read_text()[-500:]
     record = export(run_dir, "last", out=lambda _l: None)

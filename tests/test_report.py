@@ -38,7 +38,7 @@ def make_results(tmp_path, text=LENET_COMPARE):
         rundir.write_json(run_dir / rundir.SUMMARY, {  # the engine's format (lib/training/engine.py _summary)
             "run_id": run.run_id, "metric": "accuracy", "final": {"step": 20, "accuracy": final, "test_loss": 0.2},
             "best": {"step": 10, "accuracy": final + 0.25 * run.seed, "test_loss": 0.1},
-            "achieved_sparsity": run.sparsity * (1 - 0.001 * run.seed), "total_time_s": 30.0 + run.seed,
+            "achieved_sparsity": run.target_sparsity * (1 - 0.001 * run.seed), "total_time_s": 30.0 + run.seed,
             "memory": {"weights": 1000, "state": state, "pruning": pruning, "transient_peak": 400,
                        "state_ratio": state / 1000, "state_plus_pruning_ratio": (state + pruning) / 1000}})
         rundir.write_status(run_dir, rundir.COMPLETED)

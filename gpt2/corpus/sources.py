@@ -18,6 +18,7 @@ from typing import Iterator
 
 from gpt2 import generated_text
 from gpt2.corpus import python_docs
+from lib.configuration import paths
 
 DATASETS = ("finewebedu", "local_text", "python_docs", "generated")
 FINEWEB = ("HuggingFaceFW/fineweb-edu", "sample-10BT")
@@ -32,17 +33,16 @@ class SourceError(Exception):
 OFFLINE = ("generated", "python_docs")  # built from what the machine has: training prepares them itself
 
 
-def with_paths(options: dict, root: Path | str) -> dict:
+def with_paths(options: dict, root: Path | str | None = None) -> dict:
     """`options` with the directories its dataset reads made absolute (relative ones are
-    taken from `root`, the repository) and those of other datasets set to None."""
+    taken from `root`, default the project root) and those of other datasets set to None."""
     out = dict(options)
     for key, dataset in (("text_dir", "local_text"), ("doc_dir", "python_docs")):
         path = options.get(key)
         if options.get("dataset") != dataset or not path:
             out[key] = None
             continue
-        path = Path(path).expanduser()
-        out[key] = str(path if path.is_absolute() else Path(root) / path)
+        out[key] = str(paths.from_root(path, root))
     return out
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from lib import hwdetect
 from lib.training.lr_schedule import check as check_lr
+from lib.lifecycle import same_run
 from lib.training.task import BadInput
 
 
@@ -100,13 +101,12 @@ def plan(spec, *, train_size: int | None, world_size: int, device_type: str, amp
               time_budget_s=rt.get("time_budget_s") or 0, data_dir=rt.get("data_dir"), download=bool(rt.get("download")))
 
     pruned = spec.pruning != "none"
-    ramp_end = (spec.prune_ramp_end or int(round(0.75 * base_steps))) if pruned else 0
-    hp.update(pruning=spec.pruning, variant=spec.variant, target_sparsity=spec.sparsity,
-              warmup_end=spec.prune_warmup if pruned else 0, ramp_end=ramp_end,
-              frequency=spec.prune_frequency if pruned else 0, prune_shape=spec.prune_shape,
-              prune_scope=spec.prune_scope)
-    if spec.prune_nm and pruned:
-        hp["prune_nm"] = spec.prune_nm  # only when set: unstructured runs keep their fingerprint
+    ramp_end = (spec.ramp_end or int(round(0.75 * base_steps))) if pruned else 0
+    hp.update(pruning=spec.pruning, variant=spec.variant, target_sparsity=spec.target_sparsity,
+              warmup_end=spec.warmup_end if pruned else 0, ramp_end=ramp_end,
+              frequency=spec.frequency if pruned else 0, shape=spec.shape, scope=spec.scope)
+    if spec.nm and pruned:
+        hp["nm"] = spec.nm  # only when set: unstructured runs keep their fingerprint
 
     args = dict(spec.optimizer_args)
     sched = spec.lr_schedule
@@ -116,7 +116,7 @@ def plan(spec, *, train_size: int | None, world_size: int, device_type: str, amp
               lr_step_size=int(round((sched.get("step_epochs") or 0) * unit)),
               lr_gamma=float(sched.get("step_gamma") or 0.1))
     hp["optimizer"] = spec.optimizer
-    hp["optimizer_args"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+    hp["optimizer_args"] = args  # JSON-ready as the RunSpec holds it; create() makes betas a tuple
     hp["model_options"] = dict(spec.model_options)
     hp["data"] = dict(data or {})
     validate(hp)
@@ -135,17 +135,21 @@ def validate(hp: dict) -> None:
         raise BadInput(f"target sparsity must be between 0 and 1, got {hp['target_sparsity']!r}")
     if hp["frequency"] < 1:
         raise BadInput(f"pruning frequency must be at least 1 step, got {hp['frequency']}")
-    if hp.get("prune_nm"):
+    if hp.get("nm"):
         from lib.pruning import nm  # late: planning a sweep need not import torch
 
         try:
-            nm.check_target(*nm.parse(hp["prune_nm"]), hp["target_sparsity"])
+            nm.check_target(*nm.parse(hp["nm"]), hp["target_sparsity"])
         except ValueError as err:
             raise BadInput(f"{err} (CONFIG_PRUNING_MASK_NM)") from None
     if not hp["warmup_end"] < hp["ramp_end"] <= hp["total_steps"]:
         raise BadInput(f"pruning must start before it ends and end within the run: warm-up end {hp['warmup_end']}, "
                        f"ramp end {hp['ramp_end']}, run of {hp['total_steps']} steps; lower CONFIG_PRUNING_WARMUP, "
                        "or set CONFIG_PRUNING_RAMP_END to 0 (3/4 of the run)")
+
+
+# The pruning settings hparams.json shares with lib.optimizers.create(), under its names.
+SCHEDULE = ("target_sparsity", "warmup_end", "ramp_end", "frequency", "shape", "scope")
 
 
 def lr_args(hp: dict) -> dict:
@@ -157,12 +161,10 @@ def lr_args(hp: dict) -> dict:
 
 def optimizer_kwargs(hp: dict) -> dict:
     """Keyword arguments for lib.optimizers.create(hp["optimizer"], model, **kwargs)."""
-    kwargs = {k: (tuple(v) if k == "betas" else v) for k, v in hp["optimizer_args"].items()}
-    kwargs.update(total_steps=hp["total_steps"], pruning=hp["pruning"], variant=hp["variant"],
-                  target_sparsity=hp["target_sparsity"], warmup_end=hp["warmup_end"], ramp_end=hp["ramp_end"],
-                  frequency=hp["frequency"], shape=hp["prune_shape"], scope=hp["prune_scope"])
-    if hp.get("prune_nm"):
-        kwargs["nm"] = hp["prune_nm"]
+    kwargs = dict(hp["optimizer_args"])
+    kwargs.update({key: hp[key] for key in ("total_steps", "pruning", "variant", *SCHEDULE)})
+    if hp.get("nm"):
+        kwargs["nm"] = hp["nm"]
     return kwargs
 
 
@@ -210,12 +212,7 @@ def unchanged(saved: dict, current: dict) -> str | None:
             current = apply_time_budget(current, saved["time_budget"]["fit_steps"], measured=saved["time_budget"])
         except BadInput:
             return "time_budget"
-    for key in sorted(set(saved) | set(current)):
-        if key in ignore:
-            continue
-        if saved.get(key) != current.get(key):
-            return key
-    return None
+    return same_run.first_key(same_run.difference(saved, current, ignore=ignore))
 
 
 def epochs_done(hp: dict, step: int) -> float | None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from lib.configuration import model_registry
+from lib.configuration import model_registry, vocabulary
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 PRUNING_METHODS = ("none", "magnitude", "movement", "state")
@@ -27,18 +27,19 @@ class RunSpec:
     optimizer: str
     pruning: str
     variant: str | None
-    sparsity: float
+    target_sparsity: float
     seed: int
     # budget: epochs for the CNNs, iterations for GPT-2; budget_factor > 1 only for bitter2
     epochs: int | None
     max_iters: int | None
     budget_factor: float
-    # one pruning schedule per comparison, in optimizer steps (ramp_end 0 = 3/4 of the base budget)
-    prune_warmup: int
-    prune_ramp_end: int
-    prune_frequency: int
-    prune_shape: str
-    prune_scope: str
+    # one pruning schedule per comparison, in optimizer steps (ramp_end 0 = 3/4 of the base budget);
+    # the names lib.optimizers.create() takes (lib/configuration/vocabulary.py)
+    warmup_end: int
+    ramp_end: int
+    frequency: int
+    shape: str
+    scope: str
     # arguments for lib.optimizers.create besides the schedule (lr, weight_decay, betas ...)
     optimizer_args: dict
     # learning-rate schedule: kind constant|cosine|step|warmup_cosine, warmup (epochs or iters), min_lr ...
@@ -51,7 +52,7 @@ class RunSpec:
     # per-model knobs (dataset choice, sizes, augmentation, stem ...)
     model_options: dict = field(default_factory=dict)
     # N:M semi-structured masks ("2:4"), or "" for unstructured (lib/pruning/nm.py)
-    prune_nm: str = ""
+    nm: str = ""
 
     @property
     def unequal_budget(self) -> bool:
@@ -71,9 +72,9 @@ class RunSpec:
             parts.append(self.variant)
         parts.append(self.pruning)
         if self.pruning != "none":
-            parts.append(f"s{round(self.sparsity * 100)}")
-        if self.prune_nm:
-            parts.append("nm" + self.prune_nm.replace(":", "of"))
+            parts.append(f"s{round(self.target_sparsity * 100)}")
+        if self.nm:
+            parts.append("nm" + self.nm.replace(":", "of"))
         parts.append(settings_digest(self))
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
@@ -81,30 +82,31 @@ class RunSpec:
     @property
     def comparison_key(self) -> tuple:
         """Runs with the same key form one comparison and must share schedule and budget."""
-        return (self.model, self.sparsity if self.pruning != "none" else None)
+        return (self.model, self.target_sparsity if self.pruning != "none" else None)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        if not data["prune_nm"]:
-            del data["prune_nm"]  # unstructured runs keep the spec.json they always had
+        if not data["nm"]:
+            del data["nm"]  # unstructured runs keep the spec.json they always had
         data["run_id"] = self.run_id
         data["unequal_budget"] = self.unequal_budget
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunSpec":
+        """The RunSpec of a spec.json, also one written under the names before issue 11."""
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        for key in ("optimizer_args",):
-            if isinstance(values.get(key, {}).get("betas"), list):
-                values[key] = {**values[key], "betas": tuple(values[key]["betas"])}
-        return cls(**values)
+        return cls(**{k: v for k, v in vocabulary.upgrade_spec(data).items() if k in names})
 
 
 def settings_digest(spec: RunSpec) -> str:
     """8 hex digits of every setting but the seed: runs that differ in anything (dataset, LR,
-    threads ...) get different run IDs and directories; the seeds of one config share it."""
-    data = dataclasses.asdict(spec)
+    threads ...) get different run IDs and directories; the seeds of one config share it.
+
+    The hash is taken over a fixed canonical form: the fields under the names they had before
+    the one-vocabulary rename (vocabulary.legacy_spec), keys sorted, tuples as lists; so a field
+    renamed in the code leaves every existing run's ID (and its run directory) as it was."""
+    data = vocabulary.legacy_spec(dataclasses.asdict(spec))
     data.pop("seed")
     text = json.dumps(data, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -122,7 +124,7 @@ def _lr_schedule(cfg, model: str, model_values: dict) -> dict:
 
 def _optimizer_args(cfg, model: str, optimizer: str, model_values: dict) -> dict:
     args = {"lr": model_values["lr"], "weight_decay": model_values["weight_decay"],
-            "betas": (cfg.ADAM_BETA1, cfg.ADAM_BETA2), "eps": cfg.ADAM_EPS}
+            "betas": [cfg.ADAM_BETA1, cfg.ADAM_BETA2], "eps": cfg.ADAM_EPS}  # JSON's form: spec.json reads back equal
     if optimizer == "sgd":
         args.update(lr=cfg.SGD_LEARNING_RATE, momentum=cfg.SGD_MOMENTUM)
     if optimizer == "adamwadv":
@@ -139,20 +141,20 @@ def _optimizer_args(cfg, model: str, optimizer: str, model_values: dict) -> dict
 
 
 def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
-          sparsity: float, seed: int) -> RunSpec:
+          target_sparsity: float, seed: int) -> RunSpec:
     """The RunSpec for one point of the sweep, with every knob taken from `cfg`."""
     values = model_registry.get(model).run_values(cfg)
     pruned = pruning != "none"
     return RunSpec(
         model=model, optimizer=optimizer, pruning=pruning, variant=variant,
-        sparsity=sparsity if pruned else 0.0, seed=seed,
+        target_sparsity=target_sparsity if pruned else 0.0, seed=seed,
         epochs=values["epochs"], max_iters=values["max_iters"],
         budget_factor=UNEQUAL_BUDGET.get(variant, 1.0),
-        prune_warmup=cfg.PRUNING_WARMUP if pruned else 0,
-        prune_ramp_end=cfg.PRUNING_RAMP_END if pruned else 0,
-        prune_frequency=cfg.PRUNING_FREQUENCY if pruned else 0,
-        prune_shape=("linear" if cfg.PRUNING_SCHEDULE_LINEAR else "cubic") if pruned else "cubic",
-        prune_scope=("layer" if cfg.PRUNING_SCOPE_LAYER else "global") if pruned else "global",
+        warmup_end=cfg.PRUNING_WARMUP if pruned else 0,
+        ramp_end=cfg.PRUNING_RAMP_END if pruned else 0,
+        frequency=cfg.PRUNING_FREQUENCY if pruned else 0,
+        shape=("linear" if cfg.PRUNING_SCHEDULE_LINEAR else "cubic") if pruned else "cubic",
+        scope=("layer" if cfg.PRUNING_SCOPE_LAYER else "global") if pruned else "global",
         optimizer_args=_optimizer_args(cfg, model, optimizer, values),
         lr_schedule=_lr_schedule(cfg, model, values),
         batch={"auto": cfg.HYPER_PARAM_AUTO, "target": cfg.TARGET_EFFECTIVE_BATCH or 0,
@@ -164,5 +166,5 @@ def build(cfg, *, model: str, optimizer: str, pruning: str, variant: str | None,
                  "checkpoint_interval": cfg.CHECKPOINT_INTERVAL, "data_dir": cfg.DATA_DIR,
                  "download": cfg.DATA_DOWNLOAD, "threads": cfg.CPU_THREADS},
         model_options=values["options"],
-        prune_nm=f"{cfg.PRUNING_NM_N}:{cfg.PRUNING_NM_M}" if pruned and cfg.PRUNING_MASK_NM else "",
+        nm=f"{cfg.PRUNING_NM_N}:{cfg.PRUNING_NM_M}" if pruned and cfg.PRUNING_MASK_NM else "",
     )

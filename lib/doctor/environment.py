@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib.configuration import config as lib_config, model_registry
+from lib.configuration import config as lib_config, model_registry, paths
 from lib import hwdetect
 
 GIB = 2 ** 30
@@ -30,8 +30,7 @@ def configured_amp(cfg) -> str | None:
 
 def project_path(value: str) -> Path:
     """A configured directory as training resolves it: relative to the project root."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else lib_config.ROOT / path
+    return paths.from_root(value)
 
 
 def free_disk(path: Path) -> tuple[Path, int]:

@@ -5,6 +5,7 @@ import time
 
 import torch
 
+from lib import gpus as lib_gpus
 from lib.doctor import checks as device_checks_module
 from lib.doctor.checks import Check, CheckFailed, Skipped
 from lib.doctor.ddp import ddp_step
@@ -15,8 +16,7 @@ PASS, FAIL, SKIP = "pass", "FAIL", "skip"
 def devices(wanted: str = "all") -> list[torch.device]:
     """The devices to check: the CPU and every visible GPU ("all"), or one kind."""
     found = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        found += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    found += [torch.device("cuda", i) for i in range(lib_gpus.count())]
     if wanted == "all":
         return found
     return [d for d in found if d.type == wanted]

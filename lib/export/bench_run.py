@@ -26,7 +26,7 @@ def exported_model(run_dir: Path):
     if not path.is_file():
         raise BadInput(f"{path}: not exported yet; run 'make export RUN={run_dir}' first")
     spec = RunSpec.from_dict(rundir.read_json(run_dir / rundir.SPEC))
-    hp = rundir.read_json(run_dir / rundir.HPARAMS)
+    hp = rundir.read_hparams(run_dir) or {}
     model = build_model(spec)
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     tied = tied_weights(spec)

@@ -64,7 +64,7 @@ def load_run(run_dir: Path | str, which: str = "best") -> RunWeights:
     if status is None or status.get("state") != rundir.COMPLETED:
         state = status.get("state") if status else "no status.json"
         raise BadInput(f"{run_dir}: not a finished run ({state}); finish it with 'make' first or pass RUN=<a completed run>")
-    spec_data, hp = rundir.read_json(run_dir / rundir.SPEC), rundir.read_json(run_dir / rundir.HPARAMS)
+    spec_data, hp = rundir.read_json(run_dir / rundir.SPEC), rundir.read_hparams(run_dir)
     if not isinstance(spec_data, dict) or not isinstance(hp, dict):
         raise BadInput(f"{run_dir}: spec.json or hparams.json missing or unreadable; not a knlp run directory")
     spec = RunSpec.from_dict(spec_data)

@@ -71,9 +71,9 @@ def export(run_dir: Path | str, which: str = "best", out=print) -> dict:
     hf, extra_lines = None, []
     extra = getattr(exporter(rw.spec), "extra_exports", None)
     if extra is not None:
-        from lib.lifecycle.launch import _data_dir
+        from lib.configuration.paths import data_dir
 
-        added, hf, extra_lines = extra(work, rw, _data_dir(rw.spec))
+        added, hf, extra_lines = extra(work, rw, data_dir(rw.spec))
         files += added
     sizes = {"dense": (work / DENSE).stat().st_size, "compact": (work / COMPACT).stat().st_size}
     info = {"run_id": rw.spec.run_id, "model": rw.spec.model, "which": rw.which, "step": rw.step,

@@ -24,22 +24,12 @@ STALE_S = 8 * INTERVAL_S
 
 def beat(run_dir: Path | str, now: float | None = None) -> bool:
     """Refresh the heartbeat of the run this process trains; False once it no longer runs."""
-    with rundir.STATUS_LOCK:  # never interleave with the engine's own status writes
-        status = rundir.read_status(run_dir)
-        if status is None or status["state"] != rundir.RUNNING or status.get("pid") != os.getpid():
-            return False
-        status["heartbeat"] = time.time() if now is None else now
-        rundir.write_json(Path(run_dir) / rundir.STATUS, status)
-        return True
+    return rundir.set_heartbeat(run_dir, time.time() if now is None else now, pid=os.getpid())
 
 
 def mark_stopped(run_dir: Path | str) -> None:
     """Say a run's process is known to be dead (the one that ran it stopped it): heartbeat 0."""
-    with rundir.STATUS_LOCK:
-        status = rundir.read_status(run_dir)
-        if status is not None and status["state"] == rundir.RUNNING:
-            status["heartbeat"] = 0
-            rundir.write_json(Path(run_dir) / rundir.STATUS, status)
+    rundir.set_heartbeat(run_dir, 0)
 
 
 def age(status: dict, now: float | None = None) -> float | None:

@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 
 
-from lib.configuration import model_registry
+from lib.configuration import model_registry, paths
 from lib.configuration.config import ROOT
 from lib.lifecycle import rundir
 from lib.lifecycle.checkpoint import CheckpointError
@@ -88,8 +88,10 @@ def resolve_nproc(spec) -> int:
     wanted = spec.batch.get("ddp_nproc", 1)
     if not isinstance(wanted, int) or wanted < 0:
         raise BadInput(f"CONFIG_DDP_NPROC must be 0 or more, got {wanted!r}")
-    on_gpu = spec.runtime.get("device") != "cpu" and torch.cuda.is_available()
-    gpus = torch.cuda.device_count() if on_gpu else 0
+    from lib import gpus as lib_gpus
+
+    gpus = lib_gpus.count() if spec.runtime.get("device") != "cpu" else 0
+    on_gpu = gpus > 0
     if wanted == 0:
         return max(gpus, 1)
     if on_gpu and wanted > gpus:
@@ -126,11 +128,6 @@ def _device_type(spec) -> str:
     return "cpu" if spec.runtime.get("device") == "cpu" or not torch.cuda.is_available() else "cuda"
 
 
-def _data_dir(spec) -> Path:
-    path = Path(spec.runtime.get("data_dir") or "data").expanduser()
-    return path if path.is_absolute() else ROOT / path
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
@@ -161,7 +158,7 @@ def worker(run_dir: Path, spec, *, rank: int = 0, world: int = 1, local_rank: in
         if model is None:
             raise BadInput(f"unknown model {spec.model!r} in {run_dir / rundir.SPEC}; "
                            f"choose one of {', '.join(model_registry.names())}")
-        ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=_data_dir(spec),
+        ctx = RunContext(device=device, rank=rank, world_size=world, data_dir=paths.data_dir(spec),
                          download=bool(spec.runtime.get("download")), seed=spec.seed, log=log)
         seed_everything(spec.seed)
         build_task = model.task_builder()
@@ -256,9 +253,7 @@ def _collect(run_dir: Path, proc) -> int:
         who = f"rank {culprit}" if culprit is not None else "a DDP process"
         how = f"exit code {root.group(2)}" if root else f"torchrun exit code {code}"
         reason, exit_code, step = f"{who} died without a report ({how})", 1, None
-    if step is None and status is not None:
-        step = status.get("step")
-    rundir.write_status(run_dir, rundir.FAILED, reason=reason, step=step, exit_code=exit_code)
+    rundir.record_failure(run_dir, reason, step=step, exit_code=exit_code)
     _say(f"run failed: {reason}", err=True)
     return exit_code
 

@@ -72,12 +72,41 @@ def read_json(path: Path | str):
 
 
 def write_status(run_dir: Path | str, state: str, *, reason: str | None = None, **extra) -> None:
+    """Record a run's state: the only code that writes status.json (the engine, the launcher,
+    the sweep executors and the heartbeat pass their facts here; see tests/test_status_owner.py)."""
     if state not in (RUNNING, COMPLETED, FAILED):
         raise ValueError(f"unknown run state {state!r}")
     with STATUS_LOCK:
-        path = Path(run_dir) / STATUS
         data = {"state": state, "reason": reason, "pid": os.getpid(), "host": socket.gethostname(),
                 "updated": time.time(), **extra}
+        _store_status(Path(run_dir) / STATUS, data)
+
+
+def set_heartbeat(run_dir: Path | str, value: float, *, pid: int | None = None) -> bool:
+    """Put `value` in a running status's "heartbeat" field (only if the run is `pid`'s, when
+    given); the rest of the status stays as its writer left it. False when it is not running."""
+    with STATUS_LOCK:  # never interleave with the engine's own status writes
+        status = read_status(run_dir)
+        if status is None or status["state"] != RUNNING or (pid is not None and status.get("pid") != pid):
+            return False
+        status["heartbeat"] = value
+        _store_status(Path(run_dir) / STATUS, status)
+        return True
+
+
+def record_failure(run_dir: Path | str, reason: str, *, step: int | None = None, **extra) -> None:
+    """A failure recorded by someone other than the training process (the launcher of a DDP
+    job, a sweep executor): `step` defaults to the last step the run's own status named."""
+    with STATUS_LOCK:
+        if step is None:
+            step = (read_status(run_dir) or {}).get("step")
+        if step is not None:
+            extra["step"] = step
+        write_status(run_dir, FAILED, reason=reason, **extra)
+
+
+def _store_status(path: Path, data: dict) -> None:
+    with STATUS_LOCK:
         try:
             write_json(path, data)
         except OSError as err:
@@ -155,6 +184,15 @@ def remove_temporaries(run_dir: Path | str, names) -> list[Path]:
                 stray.unlink(missing_ok=True)
                 removed.append(stray)
     return removed
+
+
+def read_hparams(run_dir: Path | str) -> dict | None:
+    """hparams.json under today's names (also one written before issue 11's rename); None when
+    missing or unreadable."""
+    from lib.configuration import vocabulary
+
+    data = read_json(Path(run_dir) / HPARAMS)
+    return vocabulary.upgrade_hparams(data) if isinstance(data, dict) else None
 
 
 def read_spec(run_dir: Path | str):

@@ -55,6 +55,18 @@ def _check(name, hp):
         raise ValueError(f"fused must be None (auto), True or False, got {hp['fused']!r}")
 
 
+def reschedule(opt, *, total_steps, warmup_end, ramp_end, frequency) -> None:
+    """Set the step counts of a built optimizer's schedules, as create() would have with them:
+    adamwadv's cosine length and the pruning ramp. A time-budgeted run learns its length only
+    after the optimizer exists (lib/training/engine.py), and must not build a second one."""
+    if opt.cosine is not None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"adamwadv's cosine needs total_steps (a whole number >= 1), got {total_steps!r}")
+        opt.cosine = (opt.cosine[0], total_steps)
+    if opt.pruner is not None:
+        opt.pruner.set_schedule(warmup_end=warmup_end, ramp_end=ramp_end, frequency=frequency)
+
+
 def _build(cls, groups, fused, **kw):
     """torch's fused kernel where the device supports it, else foreach (same math)."""
     if fused is not False:

@@ -9,7 +9,7 @@ def problem(runs) -> str | None:
     """One line naming the first run whose N:M pattern does not fit, or None."""
     checked = set()
     for spec in runs:
-        if not spec.prune_nm or spec.pruning == "none":
+        if not spec.nm or spec.pruning == "none":
             continue
         import torch
 
@@ -17,8 +17,8 @@ def problem(runs) -> str | None:
         from lib.pruning import nm, prunable_weights
 
         try:
-            n, m = nm.parse(spec.prune_nm)
-            nm.check_target(n, m, spec.sparsity)
+            n, m = nm.parse(spec.nm)
+            nm.check_target(n, m, spec.target_sparsity)
             key = (spec.model, repr(sorted(spec.model_options.items())))
             if key in checked:
                 continue

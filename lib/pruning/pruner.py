@@ -127,6 +127,18 @@ class Pruner:
         self.transient_peak = 0
         self.selections = []  # select.Selection of each prune_lowest call of the latest update
 
+    def set_schedule(self, *, warmup_end: int, ramp_end: int, frequency: int | None = None) -> None:
+        """Move the sparsity ramp (a time budget measured after construction shrinks the run):
+        the same Pruner then prunes as one constructed with these steps would. Before the
+        first mask update only, so no mask was made on the old schedule."""
+        frequency = self.frequency if frequency is None else frequency
+        check_schedule(warmup_end=warmup_end, ramp_end=ramp_end, final=self.target, shape=self.shape,
+                       frequency=frequency)
+        if self.last_update:
+            raise ValueError(f"the masks were already updated at step {self.last_update}; set the pruning "
+                             "schedule before training")
+        self.warmup_end, self.ramp_end, self.frequency = warmup_end, ramp_end, frequency
+
     def _size_buffers(self, chunk, cap, digits):
         """Chunk length, collected-band cap and radix digits that keep one update's
         temporaries within TRANSIENT_BUDGET of the weight bytes."""

@@ -96,7 +96,7 @@ def outgoing(run_dir: Path, entry: dict) -> tuple[Outgoing | None, dict]:
     run_dir = Path(run_dir)
     status = rundir.read_status(run_dir) or {}
     lines = metric_lines(run_dir)
-    hparams = rundir.read_json(run_dir / rundir.HPARAMS)
+    hparams = rundir.read_hparams(run_dir)
     summary = rundir.read_json(run_dir / rundir.SUMMARY)
     spec = rundir.read_json(run_dir / rundir.SPEC) or {}
     run_id = spec.get("run_id") or run_dir.name

@@ -57,7 +57,6 @@ def from_config(cfg, root: Path, models) -> Settings | None:
 
 
 def _resolve(path: str) -> Path:
-    from lib.configuration import config as lib_config
+    from lib.configuration import paths
 
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else lib_config.ROOT / path
+    return paths.from_root(path)

@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from lib import gpus as lib_gpus
 from lib.training.task import BadInput
 
 
@@ -23,8 +24,9 @@ def resolve_device(requested: str, local_rank: int = 0) -> tuple[torch.device, l
                        "or install a CUDA/ROCm build of torch")
     if requested == "cpu" or not has_gpu:
         return torch.device("cpu"), []
-    if local_rank >= torch.cuda.device_count():
-        raise BadInput(f"process {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+    visible = lib_gpus.count()
+    if local_rank >= visible:
+        raise BadInput(f"process {local_rank} has no GPU ({visible} visible); "
                        "lower CONFIG_DDP_NPROC to at most the number of GPUs")
     return torch.device("cuda", local_rank), []
 

@@ -29,6 +29,7 @@ stops cleanly at the budget and says so in status.json.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -43,7 +44,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from lib.lifecycle import checkpoint, heartbeat, rundir, start_record
-from lib.configuration import resolve
+from lib.configuration import resolve, vocabulary
 from lib.lifecycle.checkpoint import CheckpointError, FRESH_HINT
 from lib.training.device import (autocast, optimizer_step, peak_memory_bytes, reset_peak_memory, resolve_amp,
                         resolve_compile)
@@ -55,11 +56,15 @@ from lib.training.task import BadInput, RunContext, Task
 
 PROBE_WARMUP_STEPS = 3   # excluded from the timing (allocations, compilation and its recompiles)
 PROBE_MIN_STEPS, PROBE_MAX_STEPS, PROBE_SECONDS = 3, 20, 2.0
+# What apply_time_budget changes that the optimizer was built with (lib.optimizers.reschedule).
+RESCHEDULED = ("total_steps", "warmup_end", "ramp_end", "frequency")
 LAST_KEYS = ("model", "optimizer", "step", "rng", "clock", "interval", "fingerprint")
 
 
 def fingerprint(hp: dict) -> str:
-    return hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:16]
+    """Which hparams.json a checkpoint belongs to: a hash over the names hparams.json had before
+    issue 11 (vocabulary.legacy_hparams), so checkpoints written before the rename still match."""
+    return hashlib.sha256(json.dumps(vocabulary.legacy_hparams(hp), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Interrupted(Exception):
@@ -97,8 +102,8 @@ class Trainer:
         last = self.run_dir / rundir.LAST
         if not last.exists():
             return hp, None
-        saved = rundir.read_json(self.run_dir / rundir.HPARAMS)
-        if not isinstance(saved, dict):
+        saved = rundir.read_hparams(self.run_dir)  # one written before issue 11's rename resumes too
+        if saved is None:
             raise CheckpointError(f"{last}: cannot resume, {self.run_dir / rundir.HPARAMS} is missing or "
                                   f"unreadable; {FRESH_HINT}")
         differs = resolve.unchanged(saved, hp)
@@ -116,6 +121,14 @@ class Trainer:
         try:
             return optimizers.create(self.hp["optimizer"], self.model, **resolve.optimizer_kwargs(self.hp))
         except ValueError as err:  # a hyperparameter the optimizer refuses: bad input, not a crash
+            raise BadInput(f"optimizer {self.hp['optimizer']}: {err}") from None
+
+    def _reschedule(self) -> None:
+        from lib import optimizers
+
+        try:
+            optimizers.reschedule(self.optimizer, **{k: self.hp[k] for k in RESCHEDULED})
+        except ValueError as err:
             raise BadInput(f"optimizer {self.hp['optimizer']}: {err}") from None
 
     def _build(self, hp: dict, payload: dict | None) -> None:
@@ -226,9 +239,10 @@ class Trainer:
     def _probe(self) -> dict:
         """Seconds per optimizer step and per evaluation, measured on a throwaway copy of the start."""
         snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        # The run's own optimizer takes the probe's steps and gets its state (moments, masks,
+        # step counter) back afterwards, as a resume would: no second optimizer is built.
+        opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
         rng = capture_rng()
-        real = self.optimizer
-        self.optimizer = self._new_optimizer()
         began = time.perf_counter()
         timed, seconds, step = 0, 0.0, 0
         perm = self._permutation(0)
@@ -255,7 +269,7 @@ class Trainer:
         if self.world > 1:
             dist.all_reduce(times, op=dist.ReduceOp.MAX)  # every rank must agree on the plan
         self.model.load_state_dict(snapshot)
-        self.optimizer = real
+        self.optimizer.load_state_dict(opt_snapshot)
         self.optimizer.zero_grad(set_to_none=True)
         restore_rng(rng)
         return {"step_s": float(times[0]), "eval_s": float(times[1]), "probe_s": time.perf_counter() - began}
@@ -355,7 +369,7 @@ class Trainer:
                       "nonzero": int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))}
         spec = self.spec
         return {"run_id": spec.run_id, "model": spec.model, "optimizer": spec.optimizer, "pruning": spec.pruning,
-                "variant": spec.variant, "target_sparsity": spec.sparsity, "seed": spec.seed,
+                "variant": spec.variant, "target_sparsity": spec.target_sparsity, "seed": spec.seed,
                 "unequal_budget": spec.budget_factor != 1.0, "metric": self.task.metric, "final": final,
                 "best": self.best, "achieved_sparsity": float(opt.sparsity()), "params": params, "memory": memory,
                 "layers": layer_sparsity(opt.prunable) if spec.pruning != "none" else None,
@@ -446,7 +460,7 @@ class Trainer:
                          f"{hp['time_budget']['planned_steps']} steps (schedule scaled by {hp['time_budget']['scale']:.3f})"
                          + (f", shared by the comparison (probed on {shared.get('probed')})" if shared else ""))
                 if hp["time_budget"]["scale"] != 1.0:
-                    self.optimizer = self._new_optimizer()  # the pruning schedule shrank with the run
+                    self._reschedule()  # the pruning schedule (and adamwadv's cosine) shrank with the run
             if self.main:
                 rundir.write_json(self.run_dir / rundir.HPARAMS, hp)
                 rundir.write_json(self.run_dir / start_record.FILE, self._start_record())

@@ -15,6 +15,8 @@ import random
 import numpy as np
 import torch
 
+from lib import gpus as lib_gpus
+
 
 def derive(seed: int, *parts) -> int:
     """A 63-bit seed from `seed` and labels; unrelated streams for neighbouring inputs."""
@@ -67,5 +69,5 @@ def restore_rng(state: dict) -> None:
                      None if gauss != gauss else gauss))
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
+        if len(cuda) == lib_gpus.count():
             torch.cuda.set_rng_state_all(list(cuda))
