@@ -7,10 +7,11 @@ from lib.optimizers.registry import BASES, NAMES, PRUNING  # noqa: F401 (public 
 from lib.optimizers.spam import Spam
 from lib.pruning import Pruner, prunable_weights
 from lib.pruning.score_registry import RECOMMENDED
-DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, momentum=0.9, eta_min=1e-6, total_steps=None, amsgrad=None,
-                spam_theta=50.0, spam_interval=1000, spam_warmup=150, pruning=None, variant=None,
+
+# what every optimizer accepts; the knobs one optimizer adds come from its registry entry
+DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, amsgrad=None, pruning=None, variant=None,
                 base="adamw", target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
-                scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None)
+                scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None, **registry.KNOB_DEFAULTS)
 
 
 def _number(name, value, *, low=None, low_open=False, high_open=None):
@@ -85,10 +86,9 @@ def create(name, model, *, lr, weight_decay, **hparams):
     variant = (hp["variant"] or RECOMMENDED) if pruning == "state" else None
 
     groups = param_groups(model, weight_decay)
-    amsgrad = hp["amsgrad"] if hp["amsgrad"] is not None else entry.amsgrad
-    knobs = {"betas": tuple(float(b) for b in hp["betas"]), "eps": hp["eps"], "amsgrad": bool(amsgrad),
-             "momentum": hp["momentum"]}
-    opt = _build(core.knlp_class(entry.cls), groups, hp["fused"], lr=lr, **{k: knobs[k] for k in entry.knobs})
+    hp["betas"] = tuple(float(b) for b in hp["betas"])
+    hp["amsgrad"] = bool(hp["amsgrad"] if hp["amsgrad"] is not None else entry.amsgrad)
+    opt = _build(core.knlp_class(entry.cls), groups, hp["fused"], lr=lr, **{k: hp[k] for k in entry.knobs})
     opt.second_moment = entry.second_moment  # where masks live (lib/pruning/masks.py representation)
 
     spam = None

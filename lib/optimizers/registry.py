@@ -14,6 +14,7 @@ from lib.pruning.score_registry import PRUNING_METHODS
 
 PRUNING = PRUNING_METHODS
 SPAM_KNOBS = {"spam_theta": "SPAM_THETA", "spam_interval": "SPAM_INTERVAL", "spam_warmup": "SPAM_WARMUP"}
+SPAM_DEFAULTS = {"spam_theta": 50.0, "spam_interval": 1000, "spam_warmup": 150}
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Optimizer:
     cls: str
     # constructor arguments besides the parameter groups and lr, taken from create()'s hyperparameters
     knobs: tuple = ("betas", "eps", "amsgrad")
+    # defaults of the hyperparameters this optimizer adds to the shared ones (betas, eps, amsgrad,
+    # grad_clip, the pruning schedule: lib/optimizers/factory.py DEFAULTS)
+    defaults: dict = field(default_factory=dict)
     # hyperparameter -> Kconfig symbol, for the run specification (lr here overrides the model's)
     kconfig_knobs: dict = field(default_factory=dict)
     amsgrad: bool = False  # AMSGrad when the caller leaves amsgrad unset
@@ -41,13 +45,15 @@ class Optimizer:
 
 
 OPTIMIZERS = (
-    Optimizer("sgd", "OPTIMIZER_SGD", "SGD", knobs=("momentum",),
+    Optimizer("sgd", "OPTIMIZER_SGD", "SGD", knobs=("momentum",), defaults={"momentum": 0.9},
               kconfig_knobs={"lr": "SGD_LEARNING_RATE", "momentum": "SGD_MOMENTUM"}, second_moment=False),
     Optimizer("adam", "OPTIMIZER_ADAM", "Adam"),
     Optimizer("adamw", "OPTIMIZER_ADAMW", "AdamW"),
     Optimizer("adamwadv", "OPTIMIZER_ADAMWADV", "AdamWAdv", amsgrad=True, grad_clip=1.0, cosine=True,
+              defaults={"eta_min": 1e-6, "total_steps": None},
               kconfig_knobs={"eta_min": "ADAMWADV_ETA_MIN", "amsgrad": "ADAMWADV_AMSGRAD"}),
-    Optimizer("adamwspam", "OPTIMIZER_ADAMWSPAM", "AdamWSpam", spam=True, kconfig_knobs=SPAM_KNOBS),
+    Optimizer("adamwspam", "OPTIMIZER_ADAMWSPAM", "AdamWSpam", spam=True, kconfig_knobs=SPAM_KNOBS,
+              defaults=SPAM_DEFAULTS),
     Optimizer("adamwprune", "OPTIMIZER_ADAMWPRUNE", "AdamWPrune", state_pruning=True,
               bases={"adamw": "ADAMWPRUNE_BASE_ADAMW", "adamwspam": "ADAMWPRUNE_BASE_ADAMWSPAM"}),
 )
@@ -55,6 +61,9 @@ OPTIMIZERS = (
 BY_NAME = {o.name: o for o in OPTIMIZERS}
 assert len(BY_NAME) == len(OPTIMIZERS), "optimizer names must be unique"
 NAMES = tuple(BY_NAME)
+KNOB_DEFAULTS = {k: v for o in OPTIMIZERS for k, v in o.defaults.items()}
+assert all(KNOB_DEFAULTS[k] == v for o in OPTIMIZERS for k, v in o.defaults.items()), \
+    "a hyperparameter two optimizers share must have one default"
 # every optimizer a state-pruning one may run on top of ("adamw" first: the default base)
 BASES = tuple(dict.fromkeys(b for o in OPTIMIZERS for b in o.bases))
 
