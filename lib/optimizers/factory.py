@@ -9,8 +9,8 @@ from lib.pruning import Pruner, prunable_weights
 from lib.pruning.score_registry import RECOMMENDED
 
 # what every optimizer accepts; the knobs one optimizer adds come from its registry entry
-DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, amsgrad=None, pruning=None, variant=None,
-                base="adamw", target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
+DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, amsgrad=None, total_steps=None, pruning=None, variant=None,
+                base=registry.BASES[0], target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
                 scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None, **registry.KNOB_DEFAULTS)
 
 

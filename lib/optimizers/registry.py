@@ -27,7 +27,7 @@ class Optimizer:
     # constructor arguments besides the parameter groups and lr, taken from create()'s hyperparameters
     knobs: tuple = ("betas", "eps", "amsgrad")
     # defaults of the hyperparameters this optimizer adds to the shared ones (betas, eps, amsgrad,
-    # grad_clip, the pruning schedule: lib/optimizers/factory.py DEFAULTS)
+    # total_steps, grad_clip, the pruning schedule: lib/optimizers/factory.py DEFAULTS)
     defaults: dict = field(default_factory=dict)
     # hyperparameter -> Kconfig symbol, for the run specification (lr here overrides the model's)
     kconfig_knobs: dict = field(default_factory=dict)
@@ -50,7 +50,7 @@ OPTIMIZERS = (
     Optimizer("adam", "OPTIMIZER_ADAM", "Adam"),
     Optimizer("adamw", "OPTIMIZER_ADAMW", "AdamW"),
     Optimizer("adamwadv", "OPTIMIZER_ADAMWADV", "AdamWAdv", amsgrad=True, grad_clip=1.0, cosine=True,
-              defaults={"eta_min": 1e-6, "total_steps": None},
+              defaults={"eta_min": 1e-6},
               kconfig_knobs={"eta_min": "ADAMWADV_ETA_MIN", "amsgrad": "ADAMWADV_AMSGRAD"}),
     Optimizer("adamwspam", "OPTIMIZER_ADAMWSPAM", "AdamWSpam", spam=True, kconfig_knobs=SPAM_KNOBS,
               defaults=SPAM_DEFAULTS),

@@ -15,7 +15,7 @@ from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
 from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
 
-METHODS = score_registry.PRUNING_METHODS[1:]  # all but "none"
+METHODS = tuple(m for m in score_registry.PRUNING_METHODS if m != "none")
 SCOPES = ("global", "layer")
 # One update's temporaries stay below TRANSIENT_BUDGET x the prunable weights' bytes (from
 # about 1M weights up; the smallest chunk and the counts set a floor below that)
