@@ -19,7 +19,7 @@ PRUNING_METHODS = score_registry.PRUNING_METHODS
 VARIANTS = score_registry.STATE_VARIANTS
 SPARSITY_LEVELS = (50, 70, 80, 90, 95, 99)
 
-# bitter2 trains 1.21x as many steps as the others (SPEC): the one unequal-budget variant.
+# variant -> step-budget factor of the unequal-budget variants (bitter2, SPEC), from the score registry
 UNEQUAL_BUDGET = score_registry.BUDGET_FACTOR
 GPT2_124M_SHAPE = (12, 12, 768, 1024)  # n_layer, n_head, n_embd, block_size
 
