@@ -57,11 +57,11 @@ CONFIG_SPARSITY_90=y
 """
 
 
-def insert(path: Path, before: str, text: str, *, after: bool = False):
-    """Put `text` before (or after) the one occurrence of `before` in `path`."""
+def insert(path: Path, before: str, text: str):
+    """Put `text` before the one occurrence of `before` in `path`."""
     body = path.read_text()
     assert body.count(before) == 1, f"{path.name}: the guide's anchor {before!r} is not unique"
-    at = body.index(before) + (len(before) if after else 0)
+    at = body.index(before)
     path.write_text(body[:at] + text + body[at:])
 
 

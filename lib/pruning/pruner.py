@@ -134,7 +134,8 @@ class Pruner:
         weight_bytes = sum(p.numel() * p.element_size() for p in self.params)
         self.converts = any(p.dtype != torch.float32 for p in self.params)
         self.source_bytes = (SCORE_BYTES + (CONVERT_BYTES if self.converts else 0)
-                             + (BITS_BYTES if self.rep.kind == "bits" else 0) + (self.score.work_bytes if self.score else 0))
+                             + (BITS_BYTES if self.rep.kind == "bits" else 0)
+                             + (self.score.work_bytes if self.score else 0))
         budget = TRANSIENT_BUDGET * weight_bytes
         self.digits = tuple(digits) if digits else digits_for(weight_bytes, TRANSIENT_BUDGET)
         per_elem = self.source_bytes + SELECT_WORK_BYTES
