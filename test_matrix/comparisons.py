@@ -19,6 +19,7 @@ import pandas as pd
 
 from lib.configuration import model_registry
 from lib.configuration.config import ConfigError
+from lib.optimizers import registry as optimizer_registry
 from test_matrix import plots, results, stats
 from test_matrix import state as run_state
 
@@ -71,9 +72,10 @@ def detect_differences(values) -> dict[str, float]:
 
 
 def _dense_partner(spec: dict) -> str:
-    """The optimizer whose dense run a pruned run is compared with."""
-    if spec.get("optimizer") == "adamwprune":
-        return (spec.get("optimizer_args") or {}).get("base", "adamw")
+    """The optimizer whose dense run a pruned run is compared with: its base, if it has bases."""
+    entry = optimizer_registry.BY_NAME.get(spec.get("optimizer"))
+    if entry is not None and entry.bases:
+        return (spec.get("optimizer_args") or {}).get("base", optimizer_registry.BASES[0])
     return spec.get("optimizer")
 
 

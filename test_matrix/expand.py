@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from lib.configuration import model_registry, runspec
 from lib.configuration.config import ConfigError
+from lib.optimizers import registry as optimizer_registry
+from lib.pruning import score_registry
 
 
 def selected_models(cfg) -> list[str]:
@@ -19,7 +21,7 @@ def selected_models(cfg) -> list[str]:
 
 
 def selected_optimizers(cfg) -> list[str]:
-    return [o for o in runspec.OPTIMIZERS if cfg.get(f"OPTIMIZER_{o.upper()}")]
+    return [o.name for o in optimizer_registry.OPTIMIZERS if cfg.get(o.kconfig)]
 
 
 def selected_methods(cfg) -> list[str]:
@@ -27,7 +29,7 @@ def selected_methods(cfg) -> list[str]:
 
 
 def selected_variants(cfg) -> list[str]:
-    return [v for v in runspec.VARIANTS if cfg.get(f"ADAMWPRUNE_VARIANT_{v.upper()}")]
+    return [s.name for s in score_registry.SCORES if s.kconfig and cfg.get(s.kconfig)]
 
 
 def selected_sparsities(cfg) -> list[float]:
@@ -43,7 +45,7 @@ def _points(cfg):
     sparsities = selected_sparsities(cfg)
     for optimizer in selected_optimizers(cfg):
         for method in selected_methods(cfg):
-            if (optimizer == "adamwprune") != (method == "state"):
+            if optimizer_registry.get(optimizer).state_pruning != (method == "state"):
                 continue
             if method == "none":
                 yield optimizer, method, None, 0.0

@@ -10,10 +10,11 @@ import random
 from pathlib import Path
 
 from lib.lifecycle import rundir, start_record
+from lib.pruning.score_registry import STATE_VARIANTS
 from test_matrix import plan as plan_file
 
 METHODS = [("adamw", "magnitude", None), ("adamw", "movement", None)] + [
-    ("adamwprune", "state", f"bitter{i}") for i in range(10)]
+    ("adamwprune", "state", v) for v in STATE_VARIANTS]
 SPARSITIES = (0.5, 0.7, 0.9, 0.95)
 MODELS = ("lenet5", "resnet18")
 LAYERS = (("conv1.weight", 150), ("conv2.weight", 2400), ("fc1.weight", 48000), ("fc2.weight", 10080),

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from lib.optimizers import create
 from lib.pruning import prunable_weights, sparsity_at
+from lib.pruning.score_registry import STATE_VARIANTS
 from lib.pruning.masks import flat
 
 
@@ -48,7 +49,7 @@ def _run(name, steps, *, seed=0, hook=None, each=None, **kw):
     return model, opt
 
 
-CASES = [("adamwprune", dict(variant=f"bitter{i}")) for i in range(10)] + [
+CASES = [("adamwprune", dict(variant=v)) for v in STATE_VARIANTS] + [
     ("adamwprune", dict(variant="bitter7", base="adamwspam", spam_interval=15, spam_warmup=3)),
     ("sgd", dict(pruning="magnitude")), ("sgd", dict(pruning="movement")),
     ("adam", dict(pruning="magnitude")), ("adamw", dict(pruning="movement")),

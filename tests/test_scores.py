@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from lib.pruning import score_registry
 from lib.pruning.scores import BUDGET_FACTOR, VARIANTS, importance
-
-
 
 EPS = 1e-8
 
@@ -18,33 +17,68 @@ def _state(n=4000, seed=0):
     return w, m, v
 
 
+def _aw(w, m, v, step, beta1):
+    return np.abs(w)
+
+
+def _bitter3(w, m, v, step, beta1):
+    return np.abs(w) * np.sqrt(np.abs(m) + EPS)
+
+
+def _bitter7(w, m, v, step, beta1):
+    return np.abs(w) * (v + EPS) ** 0.25
+
+
+# name -> (float64 formula written from the SPEC table, relative tolerance of the float32 score).
+# Every registered score needs one: a new entry without it fails test_every_score_has_a_reference.
+REFERENCES = {
+    "magnitude": (_aw, 2e-6),
+    "bitter0": (lambda w, m, v, step, beta1: np.abs(w) * np.abs(m) * np.abs(w) / (np.sqrt(v) + EPS), 2e-6),
+    "bitter1": (_aw, 2e-6),
+    "bitter2": (_aw, 2e-6),
+    "bitter3": (_bitter3, 2e-6),
+    "bitter4": (_bitter3, 2e-6),
+    "bitter5": (lambda w, m, v, step, beta1: -np.sign(w) * m / (np.sqrt(v) + EPS) + 0.1 * np.abs(w), 2e-6),
+    "bitter6": (lambda w, m, v, step, beta1: np.abs(w) * np.sqrt(np.abs(m) + EPS) * np.abs(m) / np.sqrt(v + EPS),
+                2e-6),
+    "bitter7": (_bitter7, 2e-6),
+    "bitter8": (lambda w, m, v, step, beta1: np.abs(w) * np.sqrt(np.abs(m / (1 - beta1 ** step))), 2e-6),
+    # bfloat16 keeps 8 significant bits: |w|, the fourth root and the product are rounded once each
+    "bitter9": (_bitter7, 3 * 2.0 ** -8),
+}
+
+
 def _reference(variant, w, m, v, step, beta1=0.9):
     w, m, v = (x.double().numpy() for x in (w, m, v))
-    aw = np.abs(w)
-    if variant in ("magnitude", "bitter1", "bitter2"):
-        return aw
-    if variant == "bitter0":
-        return aw * np.abs(m) * aw / (np.sqrt(v) + EPS)
-    if variant in ("bitter3", "bitter4"):
-        return aw * np.sqrt(np.abs(m) + EPS)
-    if variant == "bitter5":
-        return -np.sign(w) * m / (np.sqrt(v) + EPS) + 0.1 * aw
-    if variant == "bitter6":
-        return aw * np.sqrt(np.abs(m) + EPS) * np.abs(m) / np.sqrt(v + EPS)
-    if variant in ("bitter7", "bitter9"):
-        return aw * (v + EPS) ** 0.25
-    if variant == "bitter8":
-        return aw * np.sqrt(np.abs(m / (1 - beta1 ** step)))
-    raise AssertionError(variant)
+    return REFERENCES[variant][0](w, m, v, step, beta1)
 
 
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "bitter9"])
+def test_every_score_has_a_reference():
+    assert sorted(REFERENCES) == sorted(score_registry.VARIANTS)
+
+
+@pytest.mark.parametrize("variant", score_registry.VARIANTS)
 def test_formula_matches_reference(variant):
     w, m, v = _state()
     got = importance(variant, w.view(40, 100), m.view(40, 100), v.view(40, 100), step=7, beta1=0.8)
     assert got.dtype == torch.float32 and got.shape == (40, 100)
     want = _reference(variant, w, m, v, 7, beta1=0.8)
-    np.testing.assert_allclose(got.view(-1).double().numpy(), want, rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(got.view(-1).double().numpy(), want, rtol=REFERENCES[variant][1], atol=1e-30)
+
+
+@pytest.mark.parametrize("variant", score_registry.VARIANTS)
+def test_registered_sign_and_use_of_state_hold(variant):
+    """`nonnegative` lets the mask update skip marking pruned zeros and `uses_state` decides
+    whether the optimizer's moments are read: both must be true of the formula."""
+    entry = score_registry.get(variant)
+    w, m, v = _state()
+    s = importance(variant, w, m, v, step=7)
+    if entry.nonnegative:
+        assert (s >= 0).all()
+    else:
+        assert (s < 0).any()  # the flag is not mere caution
+    _, m2, v2 = _state(seed=5)
+    assert (not torch.equal(s, importance(variant, w, m2, v2, step=7))) == entry.uses_state
 
 
 def test_bitter5_positive_when_adam_moves_weight_away_from_zero():

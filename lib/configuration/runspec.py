@@ -11,14 +11,16 @@ import json
 from dataclasses import dataclass, field
 
 from lib.configuration import model_registry, vocabulary
+from lib.optimizers import registry as optimizer_registry
+from lib.pruning import score_registry
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
-PRUNING_METHODS = ("none", "magnitude", "movement", "state")
-VARIANTS = tuple(f"bitter{i}" for i in range(10))
+OPTIMIZERS = optimizer_registry.NAMES
+PRUNING_METHODS = score_registry.PRUNING_METHODS
+VARIANTS = score_registry.STATE_VARIANTS
 SPARSITY_LEVELS = (50, 70, 80, 90, 95, 99)
 
-# bitter2 trains 1.21x as many steps as the others (SPEC): the one unequal-budget variant.
-UNEQUAL_BUDGET = {"bitter2": 1.21}
+# variant -> step-budget factor of the unequal-budget variants (bitter2, SPEC), from the score registry
+UNEQUAL_BUDGET = score_registry.BUDGET_FACTOR
 
 
 @dataclass(frozen=True)
@@ -125,15 +127,7 @@ def _lr_schedule(cfg, model: str, model_values: dict) -> dict:
 def _optimizer_args(cfg, model: str, optimizer: str, model_values: dict) -> dict:
     args = {"lr": model_values["lr"], "weight_decay": model_values["weight_decay"],
             "betas": [cfg.ADAM_BETA1, cfg.ADAM_BETA2], "eps": cfg.ADAM_EPS}  # JSON's form: spec.json reads back equal
-    if optimizer == "sgd":
-        args.update(lr=cfg.SGD_LEARNING_RATE, momentum=cfg.SGD_MOMENTUM)
-    if optimizer == "adamwadv":
-        args.update(eta_min=cfg.ADAMWADV_ETA_MIN, amsgrad=cfg.ADAMWADV_AMSGRAD)
-    base = "adamwspam" if (optimizer == "adamwprune" and cfg.ADAMWPRUNE_BASE_ADAMWSPAM) else "adamw"
-    if optimizer == "adamwprune":
-        args["base"] = base
-    if optimizer == "adamwspam" or (optimizer == "adamwprune" and base == "adamwspam"):
-        args.update(spam_theta=cfg.SPAM_THETA, spam_interval=cfg.SPAM_INTERVAL, spam_warmup=cfg.SPAM_WARMUP)
+    args.update(optimizer_registry.kconfig_args(optimizer_registry.get(optimizer), cfg))
     own = model_registry.get(model).optimizer_args  # e.g. GPT-2's grad_clip (gpt2/registry.py)
     if own is not None:
         args.update(own(cfg))

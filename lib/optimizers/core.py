@@ -126,3 +126,21 @@ class AdamWSpam(AdamW):
 
 class AdamWPrune(AdamW):
     """AdamW (or AdamW + SPAM) + state-based pruning; with pruning off, exactly its base."""
+
+
+_WRAPPED = {}
+
+
+def knlp_class(name: str):
+    """The class an optimizer registry entry names: one of this module's, or "torch.optim.NAME"
+    given the stages above (made once per torch class)."""
+    if name.startswith("torch.optim."):
+        base = getattr(torch.optim, name[len("torch.optim."):], None)
+        if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
+            raise ValueError(f"{name!r} is not a torch optimizer class; name one in torch.optim")
+        return _WRAPPED.setdefault(base, type(base.__name__, (KnlpMixin, base), {}))
+    cls = globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, KnlpMixin)):
+        raise ValueError(f"{name!r} is no optimizer class of lib/optimizers/core.py; "
+                         "name one there or a torch.optim class as 'torch.optim.NAME'")
+    return cls

@@ -1,18 +1,17 @@
-"""create(name, model, **hparams): the one place that maps names to optimizers and pruning."""
+"""create(name, model, **hparams): builds the registered optimizer `name` with its pruning."""
 from __future__ import annotations
 
-from lib.optimizers import core
+from lib.optimizers import core, registry
 from lib.optimizers.groups import param_groups
+from lib.optimizers.registry import BASES, NAMES, PRUNING  # noqa: F401 (public names)
 from lib.optimizers.spam import Spam
 from lib.pruning import Pruner, prunable_weights
+from lib.pruning.score_registry import RECOMMENDED
 
-NAMES = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
-PRUNING = ("none", "magnitude", "movement", "state")
-BASES = ("adamw", "adamwspam")
-DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, momentum=0.9, eta_min=1e-6, total_steps=None, amsgrad=None,
-                spam_theta=50.0, spam_interval=1000, spam_warmup=150, pruning=None, variant=None,
-                base="adamw", target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
-                scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None)
+# what every optimizer accepts; the knobs one optimizer adds come from its registry entry
+DEFAULTS = dict(betas=(0.9, 0.999), eps=1e-8, amsgrad=None, total_steps=None, pruning=None, variant=None,
+                base=registry.BASES[0], target_sparsity=0.0, warmup_end=0, ramp_end=0, frequency=50, shape="cubic",
+                scope="global", prune_tied=False, grad_clip=0.0, fused=None, nm=None, **registry.KNOB_DEFAULTS)
 
 
 def _number(name, value, *, low=None, low_open=False, high_open=None):
@@ -24,9 +23,7 @@ def _number(name, value, *, low=None, low_open=False, high_open=None):
         raise ValueError(f"{name} must be < {high_open}, got {value!r}")
 
 
-def _check(name, hp):
-    if name not in NAMES:
-        raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(NAMES)}")
+def _check(entry, hp):
     _number("lr", hp["lr"], low=0)
     _number("weight_decay", hp["weight_decay"], low=0)
     betas = hp["betas"]
@@ -38,19 +35,22 @@ def _check(name, hp):
     _number("momentum", hp["momentum"], low=0)
     _number("eta_min", hp["eta_min"], low=0)
     _number("grad_clip", hp["grad_clip"], low=0)
-    if name == "adamwadv":
+    if entry.cosine:
         steps = hp["total_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"adamwadv's cosine needs total_steps (a whole number >= 1), got {steps!r}")
+            raise ValueError(f"{entry.name}'s cosine needs total_steps (a whole number >= 1), got {steps!r}")
+    with_bases = [o.name for o in registry.OPTIMIZERS if o.bases]
     if hp["base"] not in BASES:
         raise ValueError(f"unknown base optimizer {hp['base']!r}; use one of {', '.join(BASES)}")
-    if hp["base"] != "adamw" and name != "adamwprune":
-        raise ValueError(f"base={hp['base']!r} only applies to adamwprune; use optimizer {hp['base']!r} directly")
+    if hp["base"] != BASES[0] and not entry.bases:
+        raise ValueError(f"base={hp['base']!r} only applies to {', '.join(with_bases)}; "
+                         f"use optimizer {hp['base']!r} directly")
     if hp["pruning"] not in PRUNING:
         raise ValueError(f"unknown pruning method {hp['pruning']!r}; use one of {', '.join(PRUNING)}")
-    if hp["pruning"] == "state" and name != "adamwprune":
-        raise ValueError(f"state-based pruning reads AdamWPrune's state; use optimizer adamwprune, "
-                         f"not {name!r}, or pruning magnitude/movement")
+    if hp["pruning"] == "state" and not entry.state_pruning:
+        state = [o.name for o in registry.OPTIMIZERS if o.state_pruning]
+        raise ValueError(f"state-based pruning reads AdamWPrune's state; use optimizer {' or '.join(state)}, "
+                         f"not {entry.name!r}, or pruning magnitude/movement")
     if hp["fused"] not in (None, True, False):
         raise ValueError(f"fused must be None (auto), True or False, got {hp['fused']!r}")
 
@@ -72,7 +72,7 @@ def _build(cls, groups, fused, **kw):
     if fused is not False:
         try:
             return cls(groups, fused=True, **kw)
-        except RuntimeError:
+        except (RuntimeError, TypeError):  # TypeError: a torch class with no fused kernel at all
             if fused:
                 raise
     return cls(groups, foreach=True, **kw)
@@ -88,31 +88,26 @@ def create(name, model, *, lr, weight_decay, **hparams):
     if unknown:
         raise ValueError(f"unknown optimizer hyperparameter(s) {', '.join(unknown)}; "
                          f"known: lr, weight_decay, {', '.join(DEFAULTS)}")
+    entry = registry.get(name)
     hp = {**DEFAULTS, **hparams, "lr": lr, "weight_decay": weight_decay}
     if hp["pruning"] is None:
-        hp["pruning"] = "state" if name == "adamwprune" else "none"
-    _check(name, hp)
+        hp["pruning"] = "state" if entry.state_pruning else "none"
+    _check(entry, hp)
     pruning = hp["pruning"]
     # the schedule, scope and variant are checked by the Pruner
-    variant = (hp["variant"] or "bitter7") if pruning == "state" else None  # SPEC: the recommended variant
+    variant = (hp["variant"] or RECOMMENDED) if pruning == "state" else None
 
     groups = param_groups(model, weight_decay)
-    betas = tuple(float(b) for b in hp["betas"])
-    amsgrad = hp["amsgrad"] if hp["amsgrad"] is not None else name == "adamwadv"
-    if name == "sgd":
-        opt = _build(core.SGD, groups, hp["fused"], lr=lr, momentum=hp["momentum"])
-    elif name == "adam":
-        opt = _build(core.Adam, groups, hp["fused"], lr=lr, betas=betas, eps=hp["eps"], amsgrad=bool(amsgrad))
-    else:
-        cls = {"adamw": core.AdamW, "adamwadv": core.AdamWAdv, "adamwspam": core.AdamWSpam,
-               "adamwprune": core.AdamWPrune}[name]
-        opt = _build(cls, groups, hp["fused"], lr=lr, betas=betas, eps=hp["eps"], amsgrad=bool(amsgrad))
+    hp["betas"] = tuple(float(b) for b in hp["betas"])
+    hp["amsgrad"] = bool(hp["amsgrad"] if hp["amsgrad"] is not None else entry.amsgrad)
+    opt = _build(core.knlp_class(entry.cls), groups, hp["fused"], lr=lr, **{k: hp[k] for k in entry.knobs})
+    opt.second_moment = entry.second_moment  # where masks live (lib/pruning/masks.py representation)
 
     spam = None
-    if name == "adamwspam" or (name == "adamwprune" and hp["base"] == "adamwspam"):
+    if registry.base_of(entry, hp["base"]).spam:
         spam = Spam(hp["spam_theta"], hp["spam_interval"], hp["spam_warmup"])
-    grad_clip = hp["grad_clip"] if hp["grad_clip"] > 0 else (1.0 if name == "adamwadv" else 0.0)
-    cosine = (float(hp["eta_min"]), hp["total_steps"]) if name == "adamwadv" else None
+    grad_clip = hp["grad_clip"] if hp["grad_clip"] > 0 else entry.grad_clip
+    cosine = (float(hp["eta_min"]), hp["total_steps"]) if entry.cosine else None
     prunable = prunable_weights(model, include_tied=bool(hp["prune_tied"]))
     pruner = None
     if pruning != "none":

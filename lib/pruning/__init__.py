@@ -1,8 +1,17 @@
-"""Pruning: one schedule and one mask machinery; methods differ only in their score."""
-from lib.pruning.params import prunable_weights
-from lib.pruning.pruner import METHODS, SCOPES, Pruner
-from lib.pruning.schedule import is_update_step, sparsity_at
-from lib.pruning.scores import BUDGET_FACTOR, STATE_VARIANTS, VARIANTS, importance
+"""Pruning: one schedule and one mask machinery; methods differ only in their score.
 
-__all__ = ["prunable_weights", "Pruner", "METHODS", "SCOPES", "sparsity_at", "is_update_step",
-           "importance", "VARIANTS", "STATE_VARIANTS", "BUDGET_FACTOR"]
+The names below load on first use (PEP 562), so that the torch-free registry
+lib/pruning/score_registry.py can be read by the sweep planner without importing torch.
+"""
+import importlib
+
+_HOME = {"prunable_weights": "params", "Pruner": "pruner", "METHODS": "pruner", "SCOPES": "pruner",
+         "sparsity_at": "schedule", "is_update_step": "schedule", "importance": "scores",
+         "VARIANTS": "score_registry", "STATE_VARIANTS": "score_registry", "BUDGET_FACTOR": "score_registry"}
+__all__ = list(_HOME)
+
+
+def __getattr__(name):
+    if name not in _HOME:
+        raise AttributeError(f"module 'lib.pruning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lib.pruning.{_HOME[name]}"), name)

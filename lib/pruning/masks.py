@@ -263,5 +263,7 @@ class BitMask(_Mask):
 
 
 def representation(optimizer, params):
-    """StateMask when the optimizer keeps Adam's second moment, else BitMask."""
-    return StateMask(optimizer, params) if isinstance(optimizer, torch.optim.Adam) else BitMask(optimizer, params)
+    """StateMask when the optimizer keeps Adam's second moment (as its registry entry says, see
+    lib/optimizers/registry.py; for another torch optimizer: when it is an Adam), else BitMask."""
+    second_moment = getattr(optimizer, "second_moment", isinstance(optimizer, torch.optim.Adam))
+    return StateMask(optimizer, params) if second_moment else BitMask(optimizer, params)

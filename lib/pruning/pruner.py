@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 
 from lib.pruning import nm as nm_masks
-from lib.pruning import scores
+from lib.pruning import score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
 from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
 
-METHODS = ("magnitude", "movement", "state")
+METHODS = tuple(m for m in score_registry.PRUNING_METHODS if m != "none")
 SCOPES = ("global", "layer")
 # One update's temporaries stay below TRANSIENT_BUDGET x the prunable weights' bytes (from
 # about 1M weights up; the smallest chunk and the counts set a floor below that)
@@ -23,9 +23,8 @@ TRANSIENT_BUDGET = 0.12
 MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**24
 # bytes per chunk element the scores need beyond select's: the score and its scratch
 # (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
-# bit-mask flags, and what a variant allocates itself (bitter9's bf16 temporaries)
+# bit-mask flags, and what a variant allocates itself (its registry entry's work_bytes)
 SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
-VARIANT_BYTES = {"bitter9": 8}
 
 
 class _Buffers:
@@ -116,8 +115,10 @@ class Pruner:
         self.target, self.warmup_end, self.ramp_end = float(target), warmup_end, ramp_end
         self.frequency, self.shape = frequency, shape
         self.nm = nm_masks.NMPattern(nm, self.names, self.params, self.target) if nm else None  # "2:4"
-        self.scope = "layer" if (scope == "layer" or variant == "bitter4") else "global"
-        self.nonnegative = method == "magnitude" or (method == "state" and variant != "bitter5")
+        self.score = score_registry.for_method(method, variant)  # None: movement's own buffer
+        self.depth_scaled = self.score is not None and self.score.depth_scaled_layers
+        self.scope = "layer" if (scope == "layer" or self.depth_scaled) else "global"
+        self.nonnegative = self.score is not None and self.score.nonnegative
         self.rep = representation(optimizer, self.params)
         self._size_buffers(chunk, cap, digits)
         self.dead = [0] * len(self.params)
@@ -145,7 +146,8 @@ class Pruner:
         weight_bytes = sum(p.numel() * p.element_size() for p in self.params)
         self.converts = any(p.dtype != torch.float32 for p in self.params)
         self.source_bytes = (SCORE_BYTES + (CONVERT_BYTES if self.converts else 0)
-                             + (BITS_BYTES if self.rep.kind == "bits" else 0) + VARIANT_BYTES.get(self.variant, 0))
+                             + (BITS_BYTES if self.rep.kind == "bits" else 0)
+                             + (self.score.work_bytes if self.score else 0))
         budget = TRANSIENT_BUDGET * weight_bytes
         self.digits = tuple(digits) if digits else digits_for(weight_bytes, TRANSIENT_BUDGET)
         per_elem = self.source_bytes + SELECT_WORK_BYTES
@@ -191,7 +193,7 @@ class Pruner:
                 elif self.scope == "global":
                     self._prune(range(len(self.params)), goal - sum(self.dead), bufs, ledger)
                 else:
-                    frac = (depth_fractions(self.sizes, s) if self.variant == "bitter4" else [s] * len(self.sizes))
+                    frac = (depth_fractions(self.sizes, s) if self.depth_scaled else [s] * len(self.sizes))
                     counts = apportion([f * n for f, n in zip(frac, self.sizes)], goal, self.dead, self.sizes)
                     for j, c in enumerate(counts):
                         if c > self.dead[j]:
