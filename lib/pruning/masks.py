@@ -135,6 +135,14 @@ class StateMask(_Mask):
             key.masked_fill_(dead, -INF)
         return key
 
+    def dead_rows(self, j, rows, block):
+        """bool flags of the `block`-element rows `rows` of tensor j (flat): pruned or not."""
+        v = self._v(j)
+        if v is None:
+            return None
+        n = v.numel() // block
+        return torch.isinf(v[:n * block].view(n, block).index_select(0, rows)).view(-1)
+
     def prune(self, j, a, b, keep):
         """keep: float32 1 (keep) / 0 (prune) for positions [a, b), any weight and state
         dtype; call prepare() first. Re-pruning a pruned position changes nothing."""
@@ -201,6 +209,15 @@ class BitMask(_Mask):
                 dead = bits[idx >> 3].long().bitwise_right_shift(idx & 7).bitwise_and_(1).bool()
             key.masked_fill_(dead, -INF)
         return key
+
+    def dead_rows(self, j, rows, block):
+        """bool flags of the `block`-element rows `rows` of tensor j (block: a multiple of 8)."""
+        bits = self.bits[j]
+        if bits is None:
+            return None
+        per = block // 8
+        n = bits.numel() // per
+        return unpack_bits(bits[:n * per].view(n, per).index_select(0, rows).reshape(-1), rows.numel() * block)
 
     def _bits(self, j):
         """Tensor j's packed mask, allocated at its first prune."""

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lib.pruning.bracket import bracketed
+
 INF = float("inf")
 NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above each
 # bytes per chunk element of select's own buffers: two float flags (the bin index of the
@@ -59,7 +61,7 @@ BAND_BYTES, RESOLVE_BYTES, POS_BYTES = 12, 18, 8
 COLLECT_BYTES = BAND_BYTES + RESOLVE_BYTES
 TIE_BYTES = 40  # per tied key of a chunk whose ties are picked: positions, hashes, their compares
 WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
-MAX_PASSES = len(NARROW) + 1
+MAX_PASSES = 1 + len(NARROW) + 1  # the bracketed pass (bracket.py), then the radix bound
 
 
 def hist_bytes(digits) -> int:
@@ -97,6 +99,7 @@ class Selection:
     passes: int = 0  # scoring passes over the chunks (at most MAX_PASSES)
     chunk_visits: int = 0  # chunks scored, all passes together
     collected: bool = False  # the cut bin was small enough to resolve from memory
+    bracketed: bool = False  # settled by the sampled bracket's single pass (bracket.py)
 
 
 def chunks(source):
@@ -245,11 +248,15 @@ def digits_for(weight_bytes: int, budget: float) -> tuple:
 
 
 def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
-                 ledger: Ledger | None = None) -> Selection:
+                 ledger: Ledger | None = None, sample: int = 0, band_cap: int | None = None,
+                 seed: int = 0) -> Selection:
     """Prune exactly `count` live positions of `source`, those with the lowest scores.
 
     At most len(digits) + 1 scoring passes; `cap` keys of the bin holding the cut are
-    collected and resolved in memory (default: one chunk's worth); module notes."""
+    collected and resolved in memory (default: one chunk's worth); module notes. With
+    `sample` > 0 and a source that has `keys_at`, a sampled bracket (bracket.py, seeded by
+    `seed`, collecting at most `band_cap` keys) is tried first: one pass when it holds the
+    cut, one pass more than the radix bound when it does not."""
     ledger = ledger or Ledger()
     dead = list(source.dead)
     dead_total = sum(dead)
@@ -263,6 +270,11 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         return sel
     chunk = source.chunk
     cap = max(0, int(chunk if cap is None else cap))
+    if sample > 0 and hasattr(source, "keys_at") and count < alive:
+        done = bracketed(source, count, dead, sel, cap=cap if band_cap is None else band_cap, seed=seed,
+                         ledger=ledger, sample_keys=sample, resolve=_resolve, finish=_finish)
+        if done is not None:
+            return done
     work = chunk * SELECT_WORK_BYTES
     ledger.hold(work)
     try:
@@ -280,7 +292,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
             key = source.keys(j, a, b, exact)
             count_digit(key, flags[0, :b - a].view(torch.int32), width, hist, nonnegative=not exact)
             sel.chunk_visits += 1
-        sel.passes = 1
+        sel.passes += 1
         if not exact:  # pruned positions showed dead_key: count them as -inf
             hist[float_to_bits(source.dead_key) >> shift] -= dead_total
             hist[NEG_INF_BITS >> shift] += dead_total
