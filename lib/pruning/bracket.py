@@ -13,8 +13,9 @@ at most 1 + the radix bound on any input (docs/pruning-selection.md).
    wide on either side; the standard error comes from the spread of the blocks, so
    neighbours that resemble one another widen it instead of fooling it.
 2. One pass: per chunk, the keys below lo are recorded as bits (1 per weight) and
-   counted, the keys in [lo, hi) are collected with their positions (at most `cap`), and
-   the keys' sum is kept to see NaN. Nothing is pruned.
+   counted, the keys in [lo, hi) are collected with their positions (at most `cap`);
+   a NaN fails every compare and so lands in the band, where it is seen. Nothing is
+   pruned.
 3. When the count below lo and the band together hold the cut, it is resolved among the
    band's keys exactly as the radix route resolves a collected bin (select._resolve: the
    same tau, tie quota and tie hash, so the same positions go); then the recorded bits
@@ -153,9 +154,10 @@ def _bracket_of(keys, goal_frac, z, floor):
     return lo, hi, (min(hi_rank, m) - max(lo_rank, 0)) / m
 
 
-def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=Z, sample_keys=SAMPLE_KEYS, resolve, finish):
+def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_keys=SAMPLE_KEYS, resolve, finish):
     """Prune `count` live positions in one scoring pass, or return None having pruned
     nothing (module notes). `resolve`, `finish`: select's, so both routes agree."""
+    z = Z if z is None else z
     dead_total = sum(dead)
     total = sum(source.sizes)
     goal = dead_total + count
@@ -194,7 +196,7 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
     try:
         ops = _CpuOps(chunk) if source.device.type == "cpu" else _TorchOps(chunk, source.device)
         bits = torch.empty(nbytes, dtype=torch.uint8, device=source.device)
-        counts, sums, neg_inf, visited = [], [], [], []
+        counts, neg_inf, visited = [], [], []
         sel.passes += 1  # an abandoned pass counts too
         for j, n in enumerate(source.sizes):
             for a in range(0, n, source.chunk):
@@ -205,11 +207,10 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
                 below = ops.less(key, lo, 0)
                 ops.pack(below, bits[byte_at[j] + a // 8:byte_at[j] + (a + m + 7) // 8])
                 counts.append(ops.count(below))
-                sums.append(key.sum())
                 if exact:
                     neg_inf.append(torch.count_nonzero(torch.isneginf(key)))
                 visited.append((j, a, b))
-                pos = ops.band(key, hi, below)  # lo <= key < hi
+                pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
                 if pos.numel():
                     in_band += pos.numel()
                     if in_band > cap:
@@ -217,8 +218,8 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
                     ledger.hold(pos.numel() * 12)  # int64 positions and float32 keys
                     held += pos.numel() * 12
                     band.append((j, pos + a, key.index_select(0, pos)))
-        if bool(torch.stack(sums).isnan().any()):
-            return None  # a NaN (or +inf next to -inf): the radix route says which
+        if band and bool(torch.cat([k for _, _, k in band]).isnan().any()):
+            return None  # a NaN: the radix route refuses it before pruning anything
         if exact and int(torch.stack(neg_inf).sum()) != sum(dead):
             return None  # a live -inf: the radix route refuses it
         per_chunk = _ints(counts)
@@ -276,9 +277,11 @@ class _CpuOps:
         return int(np.count_nonzero(flags))
 
     def band(self, key, hi, below):
-        under = self.less(key, hi, 1)
-        np.bitwise_xor(under, below, out=under)
-        m = under.size
+        m = key.numel()
+        under = self.np[1][:m]
+        np.greater_equal(key.numpy(), np.float32(hi), out=under)
+        np.logical_or(under, below, out=under)
+        np.logical_not(under, out=under)
         # the band is sparse: find the 8-flag words holding any, then the flags in them
         whole = m // 8 * 8
         words = under[:whole].view(np.uint64)
@@ -320,8 +323,9 @@ class _TorchOps:
         return torch.count_nonzero(flags)
 
     def band(self, key, hi, below):
-        under = self.less(key, hi, 1)
-        under.bitwise_xor_(below)
+        m = key.numel()
+        under = self.flags[1][:m]
+        torch.ge(key, hi, out=under).logical_or_(below[:m]).logical_not_()
         return torch.nonzero(under).view(-1)
 
     def keep(self, seg, n):

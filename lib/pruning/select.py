@@ -383,22 +383,32 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
 
 
 def _resolve(source, sel, band, r, chunk_dead):
-    """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)]."""
+    """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)], in
+    chunk order: one compare over all of them, tie quotas per entry."""
     sel.collected = True
     allk = torch.cat([k for _, _, k in band])
+    allpos = torch.cat([p for _, p, _ in band])
+    sizes = [k.numel() for _, _, k in band]
     sel.tau = float(torch.kthvalue(allk, r).values)
-    sel.ties = int((allk == sel.tau).sum())
-    sel.tie_drops = r - int((allk < sel.tau).sum())
+    tied = allk == sel.tau
+    below = allk < sel.tau
+    sel.ties = int(tied.sum())
+    sel.tie_drops = r - int(below.sum())
+    entry = torch.repeat_interleave(torch.arange(len(band), device=allk.device),
+                                    torch.tensor(sizes, device=allk.device))
+    go_per_entry = torch.bincount(entry[below], minlength=len(band)).tolist()
+    ties_per_entry = torch.bincount(entry[tied], minlength=len(band)).tolist()
+    go_all = allpos[below]
     del allk
-    drops, seen = {}, 0
-    for j, pos, k in band:
-        tied = k == sel.tau
-        t_c = int(tied.sum())
-        go = pos[k < sel.tau]
+    drops, seen, at = {}, 0, 0
+    for e, (j, pos, k) in enumerate(band):
+        go = go_all[at:at + go_per_entry[e]]
+        at += go_per_entry[e]
+        t_c = ties_per_entry[e]
         q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
         seen += t_c
         if q:
-            go = torch.cat([go, pick_ties(pos[tied], source.offsets[j], q)])
+            go = torch.cat([go, pick_ties(pos[k == sel.tau], source.offsets[j], q)])
         if go.numel():
             drops.setdefault(j, []).append(go)
     for j, parts in drops.items():
