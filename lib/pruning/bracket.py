@@ -78,10 +78,12 @@ def _sample(source, seed, ledger, sample_keys):
     blocks = min(total, sample_keys // BLOCK)
     if blocks < 64:
         return None
+    ledger.hold(blocks * 40)  # drawing the rows: int64 and float64 temporaries, at most 5 per block
     picked = sample_rows(total, blocks, seed)
+    ledger.free(blocks * 32)
     starts = torch.tensor([0] + list(np.cumsum(rows)), dtype=torch.int64)
-    held = blocks * BLOCK * 4
-    ledger.hold(held)
+    ledger.hold(blocks * BLOCK * 4)  # the keys
+    held = blocks * BLOCK * 4 + blocks * 8  # freed with the rows drawn
     keys = torch.empty(blocks, BLOCK, dtype=torch.float32, device=source.device)
     step = max(1, source.chunk // BLOCK)  # rows scored at once: the chunk buffers hold them
     edges = torch.searchsorted(picked, starts).tolist()
@@ -231,7 +233,7 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         below_per_tensor = [0] * len(source.sizes)
         for (j, _, _), c in zip(visited, per_chunk):
             below_per_tensor[j] += c
-        ledger.hold(chunk * 4)
+        ledger.hold(chunk * 4)  # the float keep flags
         held += chunk * 4
         chunk_dead = {}
         for (j, a, b), c in zip(visited, per_chunk):
@@ -263,7 +265,7 @@ class _CpuOps:
     def __init__(self, chunk):
         self.flags = [torch.zeros(chunk, dtype=torch.bool) for _ in range(2)]
         self.np = [f.numpy() for f in self.flags]
-        self.keep_f = torch.empty(chunk, dtype=torch.float32)
+        self.chunk, self.keep_f = chunk, None
 
     def less(self, key, v, k):
         m = key.numel()
@@ -294,6 +296,8 @@ class _CpuOps:
 
     def keep(self, seg, n):
         keep = np.unpackbits(np.invert(seg.numpy()), count=n, bitorder="little")
+        if self.keep_f is None:
+            self.keep_f = torch.empty(self.chunk, dtype=torch.float32)
         return self.keep_f[:n].copy_(torch.from_numpy(keep))
 
 
@@ -304,7 +308,7 @@ class _TorchOps:
     def __init__(self, chunk, device):
         self.flags = [torch.zeros(chunk, dtype=torch.bool, device=device) for _ in range(2)]
         self.scratch = torch.empty(chunk // 8, dtype=torch.int64, device=device)
-        self.keep_f = torch.empty(chunk, dtype=torch.float32, device=device)
+        self.chunk, self.device, self.keep_f = chunk, device, None
         self.table = _keep_table(device)
 
     def less(self, key, v, k):
@@ -329,4 +333,6 @@ class _TorchOps:
         return torch.nonzero(under).view(-1)
 
     def keep(self, seg, n):
+        if self.keep_f is None:
+            self.keep_f = torch.empty(self.chunk, dtype=torch.float32, device=self.device)
         return keep_flags(seg, n, self.table, self.keep_f)

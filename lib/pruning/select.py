@@ -387,24 +387,17 @@ def _resolve(source, sel, band, r, chunk_dead):
     chunk order: one compare over all of them, tie quotas per entry."""
     sel.collected = True
     allk = torch.cat([k for _, _, k in band])
-    allpos = torch.cat([p for _, p, _ in band])
     sizes = [k.numel() for _, _, k in band]
     sel.tau = float(torch.kthvalue(allk, r).values)
     tied = allk == sel.tau
     below = allk < sel.tau
     sel.ties = int(tied.sum())
     sel.tie_drops = r - int(below.sum())
-    entry = torch.repeat_interleave(torch.arange(len(band), device=allk.device),
-                                    torch.tensor(sizes, device=allk.device))
-    go_per_entry = torch.bincount(entry[below], minlength=len(band)).tolist()
-    ties_per_entry = torch.bincount(entry[tied], minlength=len(band)).tolist()
-    go_all = allpos[below]
     del allk
-    drops, seen, at = {}, 0, 0
-    for e, (j, pos, k) in enumerate(band):
-        go = go_all[at:at + go_per_entry[e]]
-        at += go_per_entry[e]
-        t_c = ties_per_entry[e]
+    ties_per_entry = [int(t.sum()) for t in tied.split(sizes)] if sel.ties else [0] * len(band)
+    drops, seen = {}, 0
+    for (j, pos, k), go_e, t_c in zip(band, below.split(sizes), ties_per_entry):
+        go = pos[go_e]
         q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
         seen += t_c
         if q:
