@@ -284,15 +284,7 @@ class _CpuOps:
         np.greater_equal(key.numpy(), np.float32(hi), out=under)
         np.logical_or(under, below, out=under)
         np.logical_not(under, out=under)
-        # the band is sparse: find the 8-flag words holding any, then the flags in them
-        whole = m // 8 * 8
-        words = under[:whole].view(np.uint64)
-        nz = np.flatnonzero(words)
-        loc = np.flatnonzero(under[:whole].reshape(-1, 8)[nz])
-        pos = nz[loc >> 3] * 8 + (loc & 7)
-        if whole < m:
-            pos = np.concatenate([pos, whole + np.flatnonzero(under[whole:])])
-        return torch.from_numpy(pos)
+        return torch.from_numpy(np.flatnonzero(under))
 
     def keep(self, seg, n):
         keep = np.unpackbits(np.invert(seg.numpy()), count=n, bitorder="little")
