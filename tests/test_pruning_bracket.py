@@ -70,12 +70,12 @@ def test_an_unrepresentative_sample_misses_and_stays_exact():
     # every tensor's last 3 positions lie outside the sampled 16-blocks and hold the lowest keys
     g = torch.Generator().manual_seed(3)
     ts = []
-    for _ in range(400):
-        t = torch.rand(19, generator=g) + 1.0
-        t[16:] = -torch.rand(3, generator=g)
+    for _ in range(2000):
+        t = torch.rand(35, generator=g) + 1.0
+        t[32:] = -torch.rand(3, generator=g)
         ts.append(t)
-    _, sel = _run(ts, 600, chunk=64, sample=1 << 13, band_cap=50)
-    assert not sel.bracketed
+    _, sel = _run(ts, 6000, chunk=64, sample=1 << 13, band_cap=500)
+    assert not sel.bracketed and sel.passes > 1  # the pass ran, and missed
 
 
 def test_the_band_overflowing_its_cap_falls_back():

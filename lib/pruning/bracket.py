@@ -75,7 +75,8 @@ def _sample(source, seed, ledger, sample_keys):
     """(keys of the sample as a (blocks, BLOCK) float32 array, or None if nothing to sample)."""
     rows = [n // BLOCK for n in source.sizes]
     total = sum(rows)
-    blocks = min(total, sample_keys // BLOCK)
+    # at most 1/16 of the positions: a layer scored alone (scope = layer) samples a share of itself
+    blocks = min(total // 16, sample_keys // BLOCK)
     if blocks < 64:
         return None
     ledger.hold(blocks * 40)  # drawing the rows: int64 and float64 temporaries, at most 5 per block
