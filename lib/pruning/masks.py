@@ -130,9 +130,10 @@ class StateMask(_Mask):
         pruned; `tmp` (float32, key's length) is scratch."""
         v = self._v(j)
         if v is not None:
-            dead = tmp.view(torch.bool)[:key.numel()]  # the scratch's bytes hold the flags
-            torch.eq(v[sl], INF, out=dead)
-            key.masked_fill_(dead, -INF)
+            # v * 0 is 0 where v is finite and NaN where it is +inf; as 0 / -inf it is added
+            # to the keys: three plain passes, where masked_fill_ took about 4x their time (CPU)
+            sink = torch.mul(v[sl], 0.0, out=tmp[:key.numel()]).nan_to_num_(nan=-INF)
+            key.add_(sink)
         return key
 
     def dead_rows(self, j, rows, block):
