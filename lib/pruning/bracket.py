@@ -29,31 +29,13 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from lib.pruning.masks import _alive_table, pack_bits
 
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
 SAMPLE_KEYS = 1 << 19
 Z = 4.5  # standard errors either side: a miss (one more pass) about once in 150,000 updates
-_GATHER = 0x0102040810204080  # 8 bytes of 0/1 times this: byte i's bit lands at bit 56 + i
-
-
-def _keep_table(device):
-    """int64[256]: the 8 bytes of entry `byte` are 1 where that byte's bit is clear."""
-    bits = torch.arange(256, device=device).unsqueeze(1).bitwise_right_shift(torch.arange(8, device=device))
-    return bits.bitwise_and(1).eq(0).to(torch.uint8).contiguous().view(torch.int64).view(-1)
-
-
-def pack_into(flags: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """bool[8k] -> out uint8[k], flag i in bit (i % 8) of byte i // 8 (scratch: int64[k])."""
-    torch.mul(flags.view(torch.uint8).view(torch.int64), _GATHER, out=scratch)
-    return out.copy_(scratch.bitwise_right_shift_(56))
-
-
-def keep_flags(bits: torch.Tensor, n: int, table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """uint8 bits (1 = prune) -> float flags out[:n] (1 keep, 0 prune), as source.prune reads them."""
-    spread = torch.index_select(table, 0, bits.to(torch.int64)).view(torch.uint8)
-    return out[:n].copy_(spread[:n])
-
-
 def sample_rows(total_rows: int, blocks: int, seed: int) -> torch.Tensor:
     """`blocks` ascending row indices in [0, total_rows): one uniform draw from each of
     `blocks` equal strata."""
@@ -295,14 +277,12 @@ class _CpuOps:
 
 
 class _TorchOps:
-    """The same through torch (accelerators): flags padded to whole bytes, counts kept
-    on the device until the pass ends."""
+    """The same through torch (accelerators), with masks.py's packing: flags padded to
+    whole bytes, counts kept on the device until the pass ends."""
 
     def __init__(self, chunk, device):
         self.flags = [torch.zeros(chunk, dtype=torch.bool, device=device) for _ in range(2)]
-        self.scratch = torch.empty(chunk // 8, dtype=torch.int64, device=device)
-        self.chunk, self.device, self.keep_f = chunk, device, None
-        self.table = _keep_table(device)
+        self.device = device
 
     def less(self, key, v, k):
         m = key.numel()
@@ -314,7 +294,7 @@ class _TorchOps:
         return f[:m8]
 
     def pack(self, flags, out):
-        pack_into(flags, out, self.scratch[:flags.numel() // 8])
+        out.copy_(pack_bits(flags))
 
     def count(self, flags):
         return torch.count_nonzero(flags)
@@ -326,6 +306,4 @@ class _TorchOps:
         return torch.nonzero(under).view(-1)
 
     def keep(self, seg, n):
-        if self.keep_f is None:
-            self.keep_f = torch.empty(self.chunk, dtype=torch.float32, device=self.device)
-        return keep_flags(seg, n, self.table, self.keep_f)
+        return F.embedding(seg.long(), _alive_table(self.device, torch.float32)).view(-1)[:n]
