@@ -1,5 +1,9 @@
 """Exact choice of the weights to prune: a radix selection over the float32 scores.
 
+With `sample` (the Pruner's sources), bracket.py first tries to settle the cut in one
+scoring pass from a sampled bracket; only when it cannot does the radix selection below
+run, so an update takes 1 pass on ordinary inputs and at most MAX_PASSES on any.
+
 `prune_lowest(source, count)` prunes exactly `count` of the live positions of `source`,
 those with the lowest scores, in at most len(digits) + 1 passes over the scores whatever
 their values, without a copy of all scores and without pruning anything before the
