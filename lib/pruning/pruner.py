@@ -13,6 +13,7 @@ from lib.pruning import score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
+from lib.pruning.bracket import BLOCK, SAMPLE_KEYS, mix_seed
 from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
 
 METHODS = tuple(m for m in score_registry.PRUNING_METHODS if m != "none")
@@ -20,6 +21,11 @@ SCOPES = ("global", "layer")
 # One update's temporaries stay below TRANSIENT_BUDGET x the prunable weights' bytes (from
 # about 1M weights up; the smallest chunk and the counts set a floor below that)
 TRANSIENT_BUDGET = 0.12
+# the single bracketed pass (bracket.py) may use a little more: its bits, band and sample
+# are never held together with the radix route's counts
+BRACKET_BUDGET = 0.14
+SAMPLE_BYTES = 9  # per sampled key: the keys, numpy's copy to partition, one bool flag
+BRACKET_WORK_BYTES = 3  # per chunk element: two bool flags and the packing scratch
 MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**24
 # bytes per chunk element the scores need beyond select's: the score and its scratch
 # (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
@@ -85,6 +91,41 @@ class _Keys:
             out.add_(0.0)  # -0.0 becomes +0.0: select.py orders float patterns, and -0.0 == 0.0
         return pr.rep.sink_dead(j, slice(a, b), out, tmp) if exact else out
 
+    def keys_at(self, i, rows, block):
+        """Scores of the `block`-element rows `rows` (ascending) of tensor i, pruned
+        positions showing what keys(..., exact=False) shows them as (a view of a reused
+        buffer; at most chunk // block rows)."""
+        pr, j = self.pr, self.js[i]
+        w, m, v, step, beta1 = self.views[j]
+        n_rows = w.numel() // block
+        k = rows.numel() * block
+
+        def gather(t):
+            return None if t is None else t[:n_rows * block].view(n_rows, block).index_select(0, rows).view(-1)
+        parts = [w] if pr.method == "movement" or m is None else [w, m, v]
+        held = sum(k * (t.element_size() + (4 if t.dtype != torch.float32 else 0)) for t in parts)
+        if self.dead_key is None:  # the pruned flags, and what finding them gathers
+            held += k * (1 + (self.pr.opt.state[self.pr.params[j]]["exp_avg_sq"].element_size()
+                              if pr.rep.kind == "state" else 1))
+        self.bufs.ledger.hold(held)
+        try:
+            out, tmp = self.bufs.out[:k], self.bufs.tmp[:k]
+            wi = gather(w)
+            if pr.method == "movement":
+                out.copy_(wi)
+            elif m is None:
+                torch.abs(wi.float(), out=out)
+            else:
+                scores.score(pr.variant, wi, gather(m), gather(v), step=step, beta1=beta1, out=out, tmp=tmp)
+            if self.dead_key is None:
+                out.add_(0.0)
+                dead = pr.rep.dead_rows(j, rows, block)
+                if dead is not None:
+                    out.masked_fill_(dead, -float("inf"))
+            return out
+        finally:
+            self.bufs.ledger.free(held)
+
     def prune(self, i, a, b, keep):
         self.pr.rep.prune(self.js[i], a, b, keep)
 
@@ -95,7 +136,7 @@ class _Keys:
 class Pruner:
     def __init__(self, optimizer, named_params, *, method, variant=None, target=0.0, warmup_end=0,
                  ramp_end=0, frequency=50, shape="cubic", scope="global", chunk=None, cap=None, digits=None,
-                 nm=None):
+                 nm=None, sample=None, band_cap=None):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r}; use one of none, {', '.join(METHODS)}")
         if scope not in SCOPES:
@@ -120,11 +161,11 @@ class Pruner:
         self.scope = "layer" if (scope == "layer" or self.depth_scaled) else "global"
         self.nonnegative = self.score is not None and self.score.nonnegative
         self.rep = representation(optimizer, self.params)
-        self._size_buffers(chunk, cap, digits)
+        self._size_buffers(chunk, cap, digits, sample, band_cap)
         self.dead = [0] * len(self.params)
         self.movement = ([torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
                           for p in self.params] if method == "movement" else None)
-        self.last_update = 0
+        self.last_update = self.update_step = 0
         self.transient_peak = 0
         self.selections = []  # select.Selection of each prune_lowest call of the latest update
 
@@ -140,9 +181,10 @@ class Pruner:
                              "schedule before training")
         self.warmup_end, self.ramp_end, self.frequency = warmup_end, ramp_end, frequency
 
-    def _size_buffers(self, chunk, cap, digits):
+    def _size_buffers(self, chunk, cap, digits, sample=None, band_cap=None):
         """Chunk length, collected-band cap and radix digits that keep one update's
-        temporaries within TRANSIENT_BUDGET of the weight bytes."""
+        temporaries within TRANSIENT_BUDGET of the weight bytes; the bracket's sample and
+        band within BRACKET_BUDGET."""
         weight_bytes = sum(p.numel() * p.element_size() for p in self.params)
         self.converts = any(p.dtype != torch.float32 for p in self.params)
         self.source_bytes = (SCORE_BYTES + (CONVERT_BYTES if self.converts else 0)
@@ -154,6 +196,13 @@ class Pruner:
         fit = int((0.6 * budget - hist_bytes(self.digits)) / per_elem) // MIN_CHUNK * MIN_CHUNK
         self.chunk = chunk or min(MAX_CHUNK, max(MIN_CHUNK, fit))
         self.cap = cap if cap is not None else max(1024, int(0.3 * budget / COLLECT_BYTES))
+        bufs = self.chunk * self.source_bytes
+        room = BRACKET_BUDGET * weight_bytes - bufs
+        bits = self.total // 8 + 8 * len(self.params)
+        self.band_cap = (band_cap if band_cap is not None else
+                         max(0, int((room - bits - self.chunk * BRACKET_WORK_BYTES) / COLLECT_BYTES)))
+        fit_sample = int(0.8 * room / SAMPLE_BYTES) // BLOCK * BLOCK
+        self.sample = sample if sample is not None else min(SAMPLE_KEYS, max(0, fit_sample))
 
     # -- hooks called by the optimizer -------------------------------------------------
     def before_update(self):
@@ -182,6 +231,7 @@ class Pruner:
     def update(self, t: int):
         s = sparsity_at(t, warmup_end=self.warmup_end, ramp_end=self.ramp_end, final=self.target, shape=self.shape)
         goal = round(s * self.total)  # pruned weights after this update
+        self.update_step = t
         self.rep.prepare()
         ledger = Ledger()
         self.selections = []
@@ -205,7 +255,8 @@ class Pruner:
 
     def _prune(self, js, count, bufs, ledger):
         src = _Keys(self, js, bufs)
-        sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger)
+        sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger, sample=self.sample,
+                           band_cap=self.band_cap, seed=mix_seed(self.update_step, sum(self.dead) + count))
         for j, d in zip(src.js, sel.dead):
             self.dead[j] = d
         self.selections.append(sel)

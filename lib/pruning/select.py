@@ -1,5 +1,9 @@
 """Exact choice of the weights to prune: a radix selection over the float32 scores.
 
+With `sample` (the Pruner's sources), bracket.py first tries to settle the cut in one
+scoring pass from a sampled bracket; only when it cannot does the radix selection below
+run, so an update takes 1 pass on ordinary inputs and at most MAX_PASSES on any.
+
 `prune_lowest(source, count)` prunes exactly `count` of the live positions of `source`,
 those with the lowest scores, in at most len(digits) + 1 passes over the scores whatever
 their values, without a copy of all scores and without pruning anything before the
@@ -48,6 +52,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lib.pruning.bracket import bracketed
+
 INF = float("inf")
 NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above each
 # bytes per chunk element of select's own buffers: two float flags (the bin index of the
@@ -59,7 +65,7 @@ BAND_BYTES, RESOLVE_BYTES, POS_BYTES = 12, 18, 8
 COLLECT_BYTES = BAND_BYTES + RESOLVE_BYTES
 TIE_BYTES = 40  # per tied key of a chunk whose ties are picked: positions, hashes, their compares
 WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
-MAX_PASSES = len(NARROW) + 1
+MAX_PASSES = 1 + len(NARROW) + 1  # the bracketed pass (bracket.py), then the radix bound
 
 
 def hist_bytes(digits) -> int:
@@ -97,6 +103,7 @@ class Selection:
     passes: int = 0  # scoring passes over the chunks (at most MAX_PASSES)
     chunk_visits: int = 0  # chunks scored, all passes together
     collected: bool = False  # the cut bin was small enough to resolve from memory
+    bracketed: bool = False  # settled by the sampled bracket's single pass (bracket.py)
 
 
 def chunks(source):
@@ -245,11 +252,15 @@ def digits_for(weight_bytes: int, budget: float) -> tuple:
 
 
 def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
-                 ledger: Ledger | None = None) -> Selection:
+                 ledger: Ledger | None = None, sample: int = 0, band_cap: int | None = None,
+                 seed: int = 0) -> Selection:
     """Prune exactly `count` live positions of `source`, those with the lowest scores.
 
     At most len(digits) + 1 scoring passes; `cap` keys of the bin holding the cut are
-    collected and resolved in memory (default: one chunk's worth); module notes."""
+    collected and resolved in memory (default: one chunk's worth); module notes. With
+    `sample` > 0 and a source that has `keys_at`, a sampled bracket (bracket.py, seeded by
+    `seed`, collecting at most `band_cap` keys) is tried first: one pass when it holds the
+    cut, one pass more than the radix bound when it does not."""
     ledger = ledger or Ledger()
     dead = list(source.dead)
     dead_total = sum(dead)
@@ -263,6 +274,11 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         return sel
     chunk = source.chunk
     cap = max(0, int(chunk if cap is None else cap))
+    if sample > 0 and hasattr(source, "keys_at") and count < alive:
+        done = bracketed(source, count, dead, sel, cap=cap if band_cap is None else band_cap, seed=seed,
+                         ledger=ledger, sample_keys=sample, resolve=_resolve, finish=_finish)
+        if done is not None:
+            return done
     work = chunk * SELECT_WORK_BYTES
     ledger.hold(work)
     try:
@@ -280,7 +296,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
             key = source.keys(j, a, b, exact)
             count_digit(key, flags[0, :b - a].view(torch.int32), width, hist, nonnegative=not exact)
             sel.chunk_visits += 1
-        sel.passes = 1
+        sel.passes += 1
         if not exact:  # pruned positions showed dead_key: count them as -inf
             hist[float_to_bits(source.dead_key) >> shift] -= dead_total
             hist[NEG_INF_BITS >> shift] += dead_total
@@ -371,22 +387,25 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
 
 
 def _resolve(source, sel, band, r, chunk_dead):
-    """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)]."""
+    """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)], in
+    chunk order: one compare over all of them, tie quotas per entry."""
     sel.collected = True
     allk = torch.cat([k for _, _, k in band])
+    sizes = [k.numel() for _, _, k in band]
     sel.tau = float(torch.kthvalue(allk, r).values)
-    sel.ties = int((allk == sel.tau).sum())
-    sel.tie_drops = r - int((allk < sel.tau).sum())
+    tied = allk == sel.tau
+    below = allk < sel.tau
+    sel.ties = int(tied.sum())
+    sel.tie_drops = r - int(below.sum())
     del allk
+    ties_per_entry = [int(t.sum()) for t in tied.split(sizes)] if sel.ties else [0] * len(band)
     drops, seen = {}, 0
-    for j, pos, k in band:
-        tied = k == sel.tau
-        t_c = int(tied.sum())
-        go = pos[k < sel.tau]
+    for (j, pos, k), go_e, t_c in zip(band, below.split(sizes), ties_per_entry):
+        go = pos[go_e]
         q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
         seen += t_c
         if q:
-            go = torch.cat([go, pick_ties(pos[tied], source.offsets[j], q)])
+            go = torch.cat([go, pick_ties(pos[k == sel.tau], source.offsets[j], q)])
         if go.numel():
             drops.setdefault(j, []).append(go)
     for j, parts in drops.items():

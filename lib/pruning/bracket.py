@@ -1,0 +1,309 @@
+"""One scoring pass for an exact mask update on ordinary inputs: a sampled bracket.
+
+`bracketed(source, goal, ...)` tries to settle select.prune_lowest's cut in a single pass
+over the scores; when it cannot, it returns None having pruned nothing, and the radix
+selection (select.py) runs as before. So an update costs one pass on ordinary inputs and
+at most 1 + the radix bound on any input (docs/pruning-selection.md).
+
+1. Sample: score SAMPLE_KEYS positions in blocks of BLOCK neighbours, one block drawn
+   uniformly at random from each of as many equal strata of all blocks (seeded by the
+   caller's step mixed by a hash, so no stride lines up with rows, and a new draw every
+   update). Pruned positions show their dead key, below every live key, as they count.
+   From the sample, take a bracket [lo, hi) around the rank of the cut, Z standard errors
+   wide on either side; the standard error comes from the spread of the blocks, so
+   neighbours that resemble one another widen it instead of fooling it.
+2. One pass: per chunk, the keys below lo are recorded as bits (1 per weight) and
+   counted, the keys in [lo, hi) are collected with their positions (at most `cap`);
+   a NaN fails every compare and so lands in the band, where it is seen. Nothing is
+   pruned.
+3. When the count below lo and the band together hold the cut, it is resolved among the
+   band's keys exactly as the radix route resolves a collected bin (select._resolve: the
+   same tau, tie quota and tie hash, so the same positions go); then the recorded bits
+   are pruned chunk by chunk (pruned positions below lo again: harmless), without
+   scoring again. Otherwise (the bracket missed, the band overflowed, a NaN, a -inf
+   among the live keys) the bits are dropped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.pruning.masks import _alive_table, pack_bits
+
+BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
+SAMPLE_KEYS = 1 << 19
+Z = 4.5  # standard errors either side: a miss (one more pass) about once in 150,000 updates
+def sample_rows(total_rows: int, blocks: int, seed: int) -> torch.Tensor:
+    """`blocks` ascending row indices in [0, total_rows): one uniform draw from each of
+    `blocks` equal strata."""
+    g = torch.Generator().manual_seed(seed % (1 << 63))
+    start = torch.arange(blocks + 1, dtype=torch.int64) * total_rows // blocks
+    width = (start[1:] - start[:-1]).double()
+    return start[:-1] + (torch.rand(blocks, generator=g, dtype=torch.float64) * width).long()
+
+
+def mix_seed(step: int, count: int) -> int:
+    """A 63-bit seed from the caller's step and the count to prune (splitmix64's finaliser)."""
+    z = (step * 0x9E3779B97F4A7C15 + count * 0xBF58476D1CE4E5B9 + 1) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (z ^ (z >> 31)) >> 1
+
+
+def _sample(source, seed, ledger, sample_keys):
+    """(keys of the sample as a (blocks, BLOCK) float32 array, or None if nothing to sample)."""
+    rows = [n // BLOCK for n in source.sizes]
+    total = sum(rows)
+    # at most 1/16 of the positions: a layer scored alone (scope = layer) samples a share of itself
+    blocks = min(total // 16, sample_keys // BLOCK)
+    if blocks < 64:
+        return None
+    ledger.hold(blocks * 40)  # drawing the rows: int64 and float64 temporaries, at most 5 per block
+    picked = sample_rows(total, blocks, seed)
+    ledger.free(blocks * 32)
+    starts = torch.tensor([0] + list(np.cumsum(rows)), dtype=torch.int64)
+    ledger.hold(blocks * BLOCK * 4)  # the keys
+    held = blocks * BLOCK * 4 + blocks * 8  # freed with the rows drawn
+    keys = torch.empty(blocks, BLOCK, dtype=torch.float32, device=source.device)
+    step = max(1, source.chunk // BLOCK)  # rows scored at once: the chunk buffers hold them
+    edges = torch.searchsorted(picked, starts).tolist()
+    for j in range(len(rows)):
+        lo, hi = edges[j], edges[j + 1]
+        for a in range(lo, hi, step):
+            b = min(hi, a + step)
+            r = (picked[a:b] - starts[j]).to(source.device)
+            keys[a:b] = source.keys_at(j, r, BLOCK).view(-1, BLOCK)
+    return keys, held
+
+
+PILOT_Z = 8.0  # the pilot (one key per block) only narrows where the sample's ranks are looked up
+
+
+def _rank_values(keys, ranks, floor):
+    """Values of the sample (a (blocks, BLOCK) array) at ascending `ranks` (0-based; a rank
+    below 0 gives `floor`, one past the end +inf), without partitioning all of it: a pilot
+    of one key per block names a value range holding the wanted ranks, and only the
+    sample's keys inside it are partitioned (all of them when the pilot missed). Keys
+    equal to the range's lower end (the pruned ones' dead key, say) are counted, not
+    partitioned."""
+    m, blocks = keys.numel(), keys.shape[0]
+    inside = [r for r in ranks if 0 <= r < m]
+    if not inside:
+        return [floor if r < 0 else math.inf for r in ranks]
+    flat = keys.view(-1).cpu().numpy()
+    pilot = flat[::BLOCK].copy()
+    se = math.sqrt(max(blocks * 0.25, 1.0))
+    p_lo = int(math.floor(inside[0] / m * blocks - PILOT_Z * se)) - 1
+    p_hi = int(math.ceil(inside[-1] / m * blocks + PILOT_Z * se)) + 1
+    want = [r for r in (p_lo, p_hi) if 0 <= r < blocks]
+    if want:
+        pilot.partition(want)
+    v_lo = float(pilot[p_lo]) if p_lo >= 0 else -math.inf
+    v_hi = float(pilot[p_hi]) if p_hi < blocks else math.inf
+    c_lt = int(np.count_nonzero(flat < v_lo))
+    c_le = int(np.count_nonzero(flat <= v_lo))
+    sub = flat[(flat > v_lo) & (flat < v_hi)]
+    out = {}
+    for r in inside:
+        if c_lt <= r < c_le:
+            out[r] = v_lo
+    rest = [r for r in inside if r not in out]
+    if rest:
+        if c_le <= rest[0] and rest[-1] < c_le + sub.size:
+            sub.partition([r - c_le for r in rest])
+            out.update((r, float(sub[r - c_le])) for r in rest)
+        else:  # the pilot missed: partition the whole sample
+            whole = flat.copy()
+            whole.partition(rest)
+            out.update((r, float(whole[r])) for r in rest)
+    return [floor if r < 0 else math.inf if r >= m else out[r] for r in ranks]
+
+
+def _bracket_of(keys, goal_frac, z, floor):
+    """(lo, hi, share of the sample in [lo, hi)) around rank goal_frac of the sample, z
+    standard errors either side."""
+    m, blocks = keys.numel(), keys.shape[0]
+    q = min(max(goal_frac, 0.0), 1.0)
+    k = min(int(q * m), m - 1)
+    (x,) = _rank_values(keys, [k], floor)
+    # the rank's standard error from the spread of the blocks' shares below the cut's
+    # value, never below that of independent draws
+    share = torch.count_nonzero(keys < x, dim=1).double()
+    var = float(share.var()) if blocks > 1 else 0.0
+    se = math.sqrt(max(var * blocks, q * (1 - q) * m, 1.0))
+    lo_rank, hi_rank = int(math.floor(k - z * se)) - 1, int(math.ceil(k + z * se)) + 1
+    lo, hi = _rank_values(keys, [lo_rank, hi_rank], floor)
+    return lo, hi, (min(hi_rank, m) - max(lo_rank, 0)) / m
+
+
+def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_keys=SAMPLE_KEYS, resolve, finish):
+    """Prune `count` live positions in one scoring pass, or return None having pruned
+    nothing (module notes). `resolve`, `finish`: select's, so both routes agree."""
+    z = Z if z is None else z
+    dead_total = sum(dead)
+    total = sum(source.sizes)
+    goal = dead_total + count
+    exact = source.dead_key is None
+    floor = -math.inf if exact else source.dead_key
+    q = goal / total
+    if 2 * z * math.sqrt(q * (1 - q) / max(sample_keys, 1)) * total > cap:
+        return None  # the band of even independent draws would not fit: not worth a sample
+    got = _sample(source, seed, ledger, sample_keys)
+    if got is None:
+        return None
+    keys, held = got
+    try:
+        ledger.hold(keys.numel())  # the flags of the blocks' shares below the cut
+        lo, hi, band_frac = _bracket_of(keys, q, z, floor)
+    finally:
+        del keys
+        ledger.free(held + got[0].numel())
+    # keys below lo are all pruned, so lo must lie above the dead keys (and the live keys
+    # equal to them): at least the next float32 above the floor
+    lo = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
+    if band_frac * total > cap:
+        return None
+    return _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish)
+
+
+def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish):
+    chunk = -(-source.chunk // 64) * 64
+    byte_at, nbytes = [], 0
+    for n in source.sizes:
+        byte_at.append(nbytes)
+        nbytes += -(-n // 8)
+    work = nbytes + 3 * chunk  # the bits, two bool flags per chunk element, packing scratch
+    ledger.hold(work)
+    band, in_band, held = [], 0, 0
+    try:
+        ops = _CpuOps(chunk) if source.device.type == "cpu" else _TorchOps(chunk, source.device)
+        bits = torch.empty(nbytes, dtype=torch.uint8, device=source.device)
+        counts, neg_inf, visited = [], [], []
+        sel.passes += 1  # an abandoned pass counts too
+        for j, n in enumerate(source.sizes):
+            for a in range(0, n, source.chunk):
+                b = min(a + source.chunk, n)
+                key = source.keys(j, a, b, exact)
+                sel.chunk_visits += 1
+                m = b - a
+                below = ops.less(key, lo, 0)
+                ops.pack(below, bits[byte_at[j] + a // 8:byte_at[j] + (a + m + 7) // 8])
+                counts.append(ops.count(below))
+                if exact:
+                    neg_inf.append(torch.count_nonzero(torch.isneginf(key)))
+                visited.append((j, a, b))
+                pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
+                if pos.numel():
+                    in_band += pos.numel()
+                    if in_band > cap:
+                        return None
+                    ledger.hold(pos.numel() * 12)  # int64 positions and float32 keys
+                    held += pos.numel() * 12
+                    band.append((j, pos + a, key.index_select(0, pos)))
+        if band and bool(torch.cat([k for _, _, k in band]).isnan().any()):
+            return None  # a NaN: the radix route refuses it before pruning anything
+        if exact and int(torch.stack(neg_inf).sum()) != sum(dead):
+            return None  # a live -inf: the radix route refuses it
+        per_chunk = _ints(counts)
+        n_lo = sum(per_chunk)
+        r = goal - n_lo
+        if not 0 <= r <= in_band:
+            return None
+        # the cut is known: prune the recorded bits, then the band's lowest r
+        below_per_tensor = [0] * len(source.sizes)
+        for (j, _, _), c in zip(visited, per_chunk):
+            below_per_tensor[j] += c
+        ledger.hold(chunk * 4)  # the float keep flags
+        held += chunk * 4
+        chunk_dead = {}
+        for (j, a, b), c in zip(visited, per_chunk):
+            chunk_dead[(j, a)] = c
+            if below_per_tensor[j] == dead[j]:
+                continue  # nothing new below lo in this tensor: its dead keys only
+            seg = bits[byte_at[j] + a // 8:byte_at[j] + a // 8 + (b - a + 7) // 8]
+            source.prune(j, a, b, ops.keep(seg, b - a))
+        sel.tau, sel.bracketed = lo, True
+        if r:
+            ledger.hold(in_band * 18)
+            held += in_band * 18
+            resolve(source, sel, band, r, chunk_dead)
+        return finish(sel, chunk_dead, dead, goal)
+    finally:
+        ledger.free(work + held)
+
+
+def _ints(values) -> list:
+    if values and torch.is_tensor(values[0]):
+        return torch.stack(values).tolist()
+    return [int(v) for v in values]
+
+
+class _CpuOps:
+    """The pass's flag work through numpy on CPU: its compares, counts and bit packing
+    take a third to a half of torch's time on these sizes (measured)."""
+
+    def __init__(self, chunk):
+        self.flags = [torch.zeros(chunk, dtype=torch.bool) for _ in range(2)]
+        self.np = [f.numpy() for f in self.flags]
+        self.chunk, self.keep_f = chunk, None
+
+    def less(self, key, v, k):
+        m = key.numel()
+        np.less(key.numpy(), np.float32(v), out=self.np[k][:m])
+        return self.np[k][:m]
+
+    def pack(self, flags, out):
+        out.numpy()[:] = np.packbits(flags, bitorder="little")
+
+    def count(self, flags):
+        return int(np.count_nonzero(flags))
+
+    def band(self, key, hi, below):
+        m = key.numel()
+        under = self.np[1][:m]
+        np.greater_equal(key.numpy(), np.float32(hi), out=under)
+        np.logical_or(under, below, out=under)
+        np.logical_not(under, out=under)
+        return torch.from_numpy(np.flatnonzero(under))
+
+    def keep(self, seg, n):
+        keep = np.unpackbits(np.invert(seg.numpy()), count=n, bitorder="little")
+        if self.keep_f is None:
+            self.keep_f = torch.empty(self.chunk, dtype=torch.float32)
+        return self.keep_f[:n].copy_(torch.from_numpy(keep))
+
+
+class _TorchOps:
+    """The same through torch (accelerators), with masks.py's packing: flags padded to
+    whole bytes, counts kept on the device until the pass ends."""
+
+    def __init__(self, chunk, device):
+        self.flags = [torch.zeros(chunk, dtype=torch.bool, device=device) for _ in range(2)]
+        self.device = device
+
+    def less(self, key, v, k):
+        m = key.numel()
+        m8 = -(-m // 8) * 8
+        f = self.flags[k]
+        torch.lt(key, v, out=f[:m])
+        if m8 > m:
+            f[m:m8] = False
+        return f[:m8]
+
+    def pack(self, flags, out):
+        out.copy_(pack_bits(flags))
+
+    def count(self, flags):
+        return torch.count_nonzero(flags)
+
+    def band(self, key, hi, below):
+        m = key.numel()
+        under = self.flags[1][:m]
+        torch.ge(key, hi, out=under).logical_or_(below[:m]).logical_not_()
+        return torch.nonzero(under).view(-1)
+
+    def keep(self, seg, n):
+        return F.embedding(seg.long(), _alive_table(self.device, torch.float32)).view(-1)[:n]
