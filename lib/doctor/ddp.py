@@ -67,6 +67,9 @@ def _worker(rank: int, world: int, backend: str, port: int, out_dir: str) -> Non
         dist.all_gather(gathered, flat)
         if not all(torch.equal(g, gathered[0]) for g in gathered):
             raise CheckFailed(f"rank {rank}: weights differ between ranks after one step")
+        # Every rank leaves the last collective before any tears its sockets down: a rank that
+        # destroys the group while its peer still reads from it aborts the peer (SIGABRT in gloo).
+        dist.barrier()
         result.update(ok=True, worst=worst)
     except Exception as err:
         text = str(err).strip()
