@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.pruning import score_registry
 from lib.pruning.masks import _alive_table, pack_bits
 
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
@@ -183,26 +184,32 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         bits = torch.empty(nbytes, dtype=torch.uint8, device=source.device)
         counts, neg_inf, visited = [], [], []
         sel.passes += 1  # an abandoned pass counts too
+        squares = None if exact or not hasattr(source, "squared_keys") else squared_thresholds(lo, hi)
         for j, n in enumerate(source.sizes):
             for a in range(0, n, source.chunk):
                 b = min(a + source.chunk, n)
-                key = source.keys(j, a, b, exact)
-                sel.chunk_visits += 1
                 m = b - a
-                below = ops.less(key, lo, 0)
+                sel.chunk_visits += 1
+                got = _classify_squared(source, ops, j, a, b, lo, hi, squares, ledger) if squares else None
+                if got is None:
+                    key = source.keys(j, a, b, exact)
+                    below = ops.less(key, lo, 0)
+                    pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
+                    keys_of_band = None if not pos.numel() else key.index_select(0, pos)
+                else:
+                    below, pos, keys_of_band = got
                 ops.pack(below, bits[byte_at[j] + a // 8:byte_at[j] + (a + m + 7) // 8])
                 counts.append(ops.count(below))
                 if exact:
                     neg_inf.append(torch.count_nonzero(torch.isneginf(key)))
                 visited.append((j, a, b))
-                pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
                 if pos.numel():
                     in_band += pos.numel()
                     if in_band > cap:
                         return None
                     ledger.hold(pos.numel() * 12)  # int64 positions and float32 keys
                     held += pos.numel() * 12
-                    band.append((j, pos + a, key.index_select(0, pos)))
+                    band.append((j, pos + a, keys_of_band))
         if band and bool(torch.cat([k for _, _, k in band]).isnan().any()):
             return None  # a NaN: the radix route refuses it before pruning anything
         if exact and int(torch.stack(neg_inf).sum()) != sum(dead):
@@ -233,6 +240,66 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         return finish(sel, chunk_dead, dead, goal)
     finally:
         ledger.free(work + held)
+
+
+# squared keys are used only while the thresholds' squares, and the squares of the keys
+# near them, are normal floats far from both ends of the range (see squared_thresholds)
+SQUARE_LO, SQUARE_HI = 2.0 ** -30, 2.0 ** 50
+# a chunk whose widened band holds more than this share of it is scored exactly instead:
+# the band's gathered copies would outgrow the chunk buffers
+WIDE_SHARE = 1 / 16
+# per position of a widened band: its position, the gathered w, m, v, the score and its
+# scratch, two flags
+WIDE_BYTES = 8 + 12 + 8 + 2
+
+
+def squared_thresholds(lo, hi):
+    """(t_lo, t_hi) as float32 values: a squared key (score_registry.SQUARED_REL of the
+    key squared) below t_lo belongs to a key below lo, one at or above t_hi to a key at or
+    above hi; or None when lo or hi is outside [SQUARE_LO, SQUARE_HI].
+
+    Why the range: a weight with |w| < 2**-63 has a subnormal w^2 (relative error
+    unbounded), but its score squared is below 2**-126 * sqrt(VMAX + eps) < 2**-62,
+    and so is its squared key: both are far below lo^2 >= 2**-60. Squares above 2**100
+    are far below float32's overflow, and a product that overflows to inf came from a
+    key far above hi."""
+    if not (SQUARE_LO <= lo <= SQUARE_HI and SQUARE_LO <= hi <= SQUARE_HI):
+        return None
+    t_lo = lo * lo * (1.0 - score_registry.SQUARED_REL)
+    t_hi = hi * hi * (1.0 + score_registry.SQUARED_REL)
+    f_lo, f_hi = np.float32(t_lo), np.float32(t_hi)
+    if float(f_lo) > t_lo:
+        f_lo = np.nextafter(f_lo, np.float32(0.0))
+    if float(f_hi) < t_hi:
+        f_hi = np.nextafter(f_hi, np.float32(np.inf))
+    return float(f_lo), float(f_hi)
+
+
+def _classify_squared(source, ops, j, a, b, lo, hi, squares, ledger):
+    """(below flags, band positions, band keys) of chunk [a, b) from its squared keys, the
+    exact keys computed only for the positions the squared ones cannot place (those
+    within the margin of lo or hi, and NaN); None when there are none to use or too many
+    such positions (the caller scores the chunk exactly)."""
+    sq = source.squared_keys(j, a, b)
+    if sq is None:
+        return None
+    below = ops.less(sq, squares[0], 0)
+    wide = ops.band(sq, squares[1], below)  # a NaN falls here, and its exact key is NaN too
+    if wide.numel() > WIDE_SHARE * (b - a):
+        return None
+    if not wide.numel():
+        return below, wide, None
+    held = wide.numel() * WIDE_BYTES
+    ledger.hold(held)
+    try:
+        key = source.keys_of(j, a, wide)
+        low = key < lo
+        if bool(low.any()):
+            ops.mark(below, wide[low])
+        keep = ~(low | (key >= hi))  # lo <= key < hi, and NaN
+        return below, wide[keep], key[keep]
+    finally:
+        ledger.free(held)
 
 
 def _ints(values) -> list:
@@ -269,6 +336,9 @@ class _CpuOps:
         np.logical_not(under, out=under)
         return torch.from_numpy(np.flatnonzero(under))
 
+    def mark(self, flags, pos):
+        flags[pos.numpy()] = True
+
     def keep(self, seg, n):
         keep = np.unpackbits(np.invert(seg.numpy()), count=n, bitorder="little")
         if self.keep_f is None:
@@ -304,6 +374,9 @@ class _TorchOps:
         under = self.flags[1][:m]
         torch.ge(key, hi, out=under).logical_or_(below[:m]).logical_not_()
         return torch.nonzero(under).view(-1)
+
+    def mark(self, flags, pos):
+        flags[pos] = True
 
     def keep(self, seg, n):
         return F.embedding(seg.long(), _alive_table(self.device, torch.float32)).view(-1)[:n]
