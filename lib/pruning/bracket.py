@@ -332,8 +332,9 @@ class _CpuOps:
         m = key.numel()
         under = self.np[1][:m]
         np.greater_equal(key.numpy(), np.float32(hi), out=under)
-        np.logical_or(under, below, out=under)
-        np.logical_not(under, out=under)
+        # below and at-or-above hi never hold together: equal flags are both clear, which
+        # is the band and NaN (one pass instead of an or and a not)
+        np.equal(under, below, out=under)
         return torch.from_numpy(np.flatnonzero(under))
 
     def mark(self, flags, pos):

@@ -109,8 +109,10 @@ class _Keys:
         pr, j = self.pr, self.js[i]
         w, m, v, step, beta1 = self.views[j]
         idx = pos + a
-        return scores.score(pr.variant, *(t.index_select(0, idx).float() for t in (w, m, v)),
-                            step=step, beta1=beta1)
+        wi, vi = w.index_select(0, idx).float(), v.index_select(0, idx).float()
+        # a score with a squared form reads w and v only (score_registry): m is not gathered
+        return pr.score.compute(wi, None, vi, step=step, beta1=beta1, eps=scores.EPS,
+                                out=torch.empty_like(wi), tmp=torch.empty_like(wi))
 
     def keys_at(self, i, rows, block):
         """Scores of the `block`-element rows `rows` (ascending) of tensor i, pruned

@@ -42,7 +42,7 @@ class Score:
     work_bytes: int = 0  # bytes per element the formula allocates itself, for the mask update's budget
     # a cheaper fn(w, v, *, eps, out, tmp) whose float32 result is the score squared within
     # a relative SQUARED_REL (the one-pass mask update classifies most positions with it,
-    # lib/pruning/bracket.py), or None
+    # lib/pruning/bracket.py), or None; only for a score that reads w and v, not m
     squared: Callable | None = None
 
     @property
