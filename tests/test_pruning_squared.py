@@ -1,4 +1,4 @@
-"""The one-pass update's squared keys (bracket._classify_squared): bitter7 positions are
+"""The one-pass update's squared keys (bracket._squared_flags, place_exactly): bitter7 positions are
 placed by w^2 * sqrt(v + eps) against the squared bounds, and only those it cannot place
 are scored exactly. The placement must equal the exact keys' on any value."""
 import numpy as np
@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from lib.pruning import bracket, score_registry, scores
-from lib.pruning.bracket import _classify_squared, _CpuOps, _TorchOps, squared_thresholds
-from lib.pruning.select import Ledger
+from lib.pruning.bracket import _CpuOps, _squared_flags, _TorchOps, place_exactly, squared_thresholds
 
 ULP = 2.0 ** -24
 
@@ -32,6 +31,15 @@ class _Source:
 
     def keys_of(self, j, a, pos):
         return _exact(self.w[a + pos], self.v[a + pos])
+
+
+def _classify(source, ops, n, lo, hi, squares):
+    """(below flags, band positions, band keys) as the pass ends with them."""
+    below, wide = _squared_flags(source, ops, 0, 0, n, squares)
+    below = torch.as_tensor(below)[:n].clone()
+    low, keep, key = place_exactly(source, 0, wide, lo, hi)
+    below[wide[low]] = True
+    return below, wide[keep], key[keep]
 
 
 def _near(bound, v, ulps, gen):
@@ -77,11 +85,10 @@ def test_squared_placement_equals_the_exact_keys(lo, hi, seed, ops_kind):
     saved = bracket.WIDE_SHARE
     try:
         bracket.WIDE_SHARE = 1.0  # the near-ties fill a quarter of this chunk: place them all
-        got = _classify_squared(_Source(w, v), ops, 0, 0, n, lo, hi, squares, Ledger())
+        got = _classify(_Source(w, v), ops, n, lo, hi, squares)
     finally:
         bracket.WIDE_SHARE = saved
     below, pos, keys = got
-    below = torch.as_tensor(below)[:n]
     assert torch.equal(below, exact < lo)  # NaN is never below
     in_band = ~((exact < lo) | (exact >= hi))  # lo <= key < hi, and NaN
     assert torch.equal(pos, torch.nonzero(in_band).view(-1))
@@ -116,4 +123,47 @@ def test_a_chunk_with_a_wide_band_is_left_to_the_exact_keys():
     w, v = torch.full((n,), 0.1), torch.full((n,), 1e-4)
     k = float(_exact(w[:1], v[:1]))
     squares = squared_thresholds(k, k * 1.5)  # every key sits at lo
-    assert _classify_squared(_Source(w, v), _CpuOps(n), 0, 0, n, k, k * 1.5, squares, Ledger()) is None
+    assert _squared_flags(_Source(w, v), _CpuOps(n), 0, 0, n, squares) is None
+
+
+def test_pruner_masks_with_squared_keys_equal_those_with_exact_keys(monkeypatch):
+    """Through the Pruner, on weights with many exact ties (3 significant bits): the same
+    positions go whether the pass places them by squared keys or scores every one."""
+    import copy
+
+    import torch.nn as nn
+
+    from lib.pruning import prunable_weights
+    from lib.pruning.pruner import Pruner, _Keys
+
+    def run(use_squared):
+        torch.manual_seed(5)
+        model = nn.Sequential(nn.Linear(512, 768, bias=False), nn.Linear(768, 512, bias=False))
+        with torch.no_grad():
+            for p in model.parameters():
+                e = torch.floor(torch.log2(p.abs().clamp(min=1e-12)))
+                p.copy_(torch.round(p / 2 ** e * 4) / 4 * 2 ** e)  # 3 mantissa bits: ties
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        pr = Pruner(opt, prunable_weights(model), method="state", variant="bitter7", target=0.9, warmup_end=2,
+                    ramp_end=12, frequency=5, chunk=1 << 14, sample=1 << 15, band_cap=1 << 18)
+        if not use_squared:
+            monkeypatch.setattr(_Keys, "squared_keys", lambda self, i, a, b: None)
+        gen = torch.Generator().manual_seed(9)
+        masks, kinds = [], []
+        for t in range(1, 13):
+            for p in model.parameters():
+                p.grad = torch.round(torch.randn(p.shape, generator=gen) * 8) * 1e-4  # equal moments too
+            pr.before_update()
+            opt.step()
+            if t in (7, 12):
+                pr.update(t)
+                masks.append([copy.deepcopy(pr.rep.dead_mask(j)) for j in range(2)])
+                kinds.append([(s.bracketed, s.ties > 0 or s.tie_drops > 0) for s in pr.selections])
+        monkeypatch.undo()
+        return masks, kinds
+    with_squared, kinds = run(True)
+    exact, kinds_exact = run(False)
+    assert kinds == kinds_exact and all(b for k in kinds for b, _ in k)  # both took the one pass
+    assert any(tied for k in kinds for _, tied in k)  # and ties at the cut were split
+    for a, b in zip(with_squared, exact):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))

@@ -183,6 +183,7 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         ops = _CpuOps(chunk) if source.device.type == "cpu" else _TorchOps(chunk, source.device)
         bits = torch.empty(nbytes, dtype=torch.uint8, device=source.device)
         counts, neg_inf, visited = [], [], []
+        pending = []  # (chunk's index in visited, j, positions) of widened bands, scored exactly at the end
         sel.passes += 1  # an abandoned pass counts too
         squares = None if exact or not hasattr(source, "squared_keys") else squared_thresholds(lo, hi)
         for j, n in enumerate(source.sizes):
@@ -190,26 +191,32 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
                 b = min(a + source.chunk, n)
                 m = b - a
                 sel.chunk_visits += 1
-                got = _classify_squared(source, ops, j, a, b, lo, hi, squares, ledger) if squares else None
-                if got is None:
+                wide = _squared_flags(source, ops, j, a, b, squares) if squares else None
+                if wide is None:
                     key = source.keys(j, a, b, exact)
                     below = ops.less(key, lo, 0)
                     pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
-                    keys_of_band = None if not pos.numel() else key.index_select(0, pos)
                 else:
-                    below, pos, keys_of_band = got
+                    below, pos = wide
                 ops.pack(below, bits[byte_at[j] + a // 8:byte_at[j] + (a + m + 7) // 8])
                 counts.append(ops.count(below))
                 if exact:
                     neg_inf.append(torch.count_nonzero(torch.isneginf(key)))
-                visited.append((j, a, b))
                 if pos.numel():
+                    # a widened band (wide) counts against the cap as the band would: it is a
+                    # little larger, so at worst a few more updates take the radix route
                     in_band += pos.numel()
                     if in_band > cap:
                         return None
                     ledger.hold(pos.numel() * 12)  # int64 positions and float32 keys
                     held += pos.numel() * 12
-                    band.append((j, pos + a, keys_of_band))
+                    if wide is None:
+                        band.append((j, pos + a, key.index_select(0, pos)))
+                    else:
+                        pending.append((len(visited), j, pos + a))
+                visited.append((j, a, b))
+        if pending:
+            band, in_band = _place_pending(source, pending, band, counts, bits, byte_at, lo, hi, ledger, chunk)
         if band and bool(torch.cat([k for _, _, k in band]).isnan().any()):
             return None  # a NaN: the radix route refuses it before pruning anything
         if exact and int(torch.stack(neg_inf).sum()) != sum(dead):
@@ -275,11 +282,12 @@ def squared_thresholds(lo, hi):
     return float(f_lo), float(f_hi)
 
 
-def _classify_squared(source, ops, j, a, b, lo, hi, squares, ledger):
-    """(below flags, band positions, band keys) of chunk [a, b) from its squared keys, the
-    exact keys computed only for the positions the squared ones cannot place (those
-    within the margin of lo or hi, and NaN); None when there are none to use or too many
-    such positions (the caller scores the chunk exactly)."""
+def _squared_flags(source, ops, j, a, b, squares):
+    """(below flags, widened band positions) of chunk [a, b) from its squared keys: the
+    flags mark the keys certainly below lo; the widened band holds the positions the
+    squared keys cannot place (within the margin of lo or hi, inside the band, NaN),
+    which _place_pending scores exactly. None when the source has no squared keys here
+    or too many positions need exact ones (the caller scores the chunk exactly)."""
     sq = source.squared_keys(j, a, b)
     if sq is None:
         return None
@@ -287,19 +295,57 @@ def _classify_squared(source, ops, j, a, b, lo, hi, squares, ledger):
     wide = ops.band(sq, squares[1], below)  # a NaN falls here, and its exact key is NaN too
     if wide.numel() > WIDE_SHARE * (b - a):
         return None
-    if not wide.numel():
-        return below, wide, None
-    held = wide.numel() * WIDE_BYTES
-    ledger.hold(held)
-    try:
-        key = source.keys_of(j, a, wide)
-        low = key < lo
-        if bool(low.any()):
-            ops.mark(below, wide[low])
-        keep = ~(low | (key >= hi))  # lo <= key < hi, and NaN
-        return below, wide[keep], key[keep]
-    finally:
-        ledger.free(held)
+    return below, wide
+
+
+def place_exactly(source, j, pos, lo, hi):
+    """(below lo, in the band) flags and the exact keys of tensor j's positions pos."""
+    key = source.keys_of(j, 0, pos)
+    low = key < lo
+    return low, ~(low | (key >= hi)), key  # the band: lo <= key < hi, and NaN
+
+
+def _place_pending(source, pending, band, counts, bits, byte_at, lo, hi, ledger, chunk):
+    """Score the widened bands exactly, a tensor's at a time (at most chunk // 8 positions
+    at once): set the recorded bit of each key below lo and add it to its chunk's count,
+    and append the keys in [lo, hi) to the band as one entry per chunk (the tie quotas
+    are spread per entry, as on the radix route). Returns (band, its size)."""
+    step = max(1, chunk // 8)
+    groups = {}
+    for entry in pending:
+        groups.setdefault(entry[1], []).append(entry)
+    for j, entries in groups.items():
+        pos = torch.cat([p for _, _, p in entries])
+        sizes = [p.numel() for _, _, p in entries]
+        low_parts, keep_parts, key_parts = [], [], []
+        for s0 in range(0, pos.numel(), step):
+            part = pos[s0:s0 + step]
+            ledger.hold(part.numel() * WIDE_BYTES)
+            try:
+                low, keep, key = place_exactly(source, j, part, lo, hi)
+            finally:
+                ledger.free(part.numel() * WIDE_BYTES)
+            low_parts.append(low)
+            keep_parts.append(keep)
+            key_parts.append(key)
+        low, keep = torch.cat(low_parts), torch.cat(keep_parts)
+        key = torch.cat(key_parts)
+        go = pos[low]
+        if go.numel():  # these bits are clear (the squared keys did not place them): adding sets them
+            bit = torch.ones_like(go, dtype=torch.uint8).bitwise_left_shift_((go & 7).to(torch.uint8))
+            bits.index_put_((byte_at[j] + (go >> 3),), bit, accumulate=True)
+        which = torch.repeat_interleave(torch.arange(len(entries), device=pos.device),
+                                        torch.tensor(sizes, device=pos.device))
+        n_low = torch.bincount(which[low], minlength=len(entries)).tolist()
+        n_keep = torch.bincount(which[keep], minlength=len(entries)).tolist()
+        for (v, _, _), c in zip(entries, n_low):
+            if c:
+                counts[v] = counts[v] + c
+        for p, k in zip(pos[keep].split(n_keep), key[keep].split(n_keep)):
+            if p.numel():
+                band.append((j, p, k))
+    band.sort(key=lambda e: (e[0], int(e[1][0])))  # chunk order, as the entries of the radix route
+    return band, sum(p.numel() for _, p, _ in band)
 
 
 def _ints(values) -> list:
@@ -337,9 +383,6 @@ class _CpuOps:
         np.equal(under, below, out=under)
         return torch.from_numpy(np.flatnonzero(under))
 
-    def mark(self, flags, pos):
-        flags[pos.numpy()] = True
-
     def keep(self, seg, n):
         keep = np.unpackbits(np.invert(seg.numpy()), count=n, bitorder="little")
         if self.keep_f is None:
@@ -375,9 +418,6 @@ class _TorchOps:
         under = self.flags[1][:m]
         torch.ge(key, hi, out=under).logical_or_(below[:m]).logical_not_()
         return torch.nonzero(under).view(-1)
-
-    def mark(self, flags, pos):
-        flags[pos] = True
 
     def keep(self, seg, n):
         return F.embedding(seg.long(), _alive_table(self.device, torch.float32)).view(-1)[:n]
