@@ -15,7 +15,11 @@ at most 1 + the radix bound on any input (docs/pruning-selection.md).
 2. One pass: per chunk, the keys below lo are recorded as bits (1 per weight) and
    counted, the keys in [lo, hi) are collected with their positions (at most `cap`);
    a NaN fails every compare and so lands in the band, where it is seen. Nothing is
-   pruned.
+   pruned. A source with `squared_keys` (bitter7: w^2 * sqrt(v + eps), one square root
+   instead of two) is placed by them against the squared bounds widened by
+   score_registry.SQUARED_REL; the positions they cannot place (the widened band) get
+   their exact keys from `keys_of` once per tensor at the end of the pass, so every
+   position lands where its exact key puts it (squared_thresholds says when it is safe).
 3. When the count below lo and the band together hold the cut, it is resolved among the
    band's keys exactly as the radix route resolves a collected bin (select._resolve: the
    same tau, tie quota and tie hash, so the same positions go); then the recorded bits
