@@ -15,7 +15,11 @@ at most 1 + the radix bound on any input (docs/pruning-selection.md).
 2. One pass: per chunk, the keys below lo are recorded as bits (1 per weight) and
    counted, the keys in [lo, hi) are collected with their positions (at most `cap`);
    a NaN fails every compare and so lands in the band, where it is seen. Nothing is
-   pruned.
+   pruned. A source with `squared_keys` (bitter7: w^2 * sqrt(v + eps), one square root
+   instead of two) is placed by them against the squared bounds widened by
+   score_registry.SQUARED_REL; the positions they cannot place (the widened band) get
+   their exact keys from `keys_of` once per tensor at the end of the pass, so every
+   position lands where its exact key puts it (squared_thresholds says when it is safe).
 3. When the count below lo and the band together hold the cut, it is resolved among the
    band's keys exactly as the radix route resolves a collected bin (select._resolve: the
    same tau, tie quota and tie hash, so the same positions go); then the recorded bits
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.pruning import score_registry
 from lib.pruning.masks import _alive_table, pack_bits
 
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
@@ -182,27 +187,40 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         ops = _CpuOps(chunk) if source.device.type == "cpu" else _TorchOps(chunk, source.device)
         bits = torch.empty(nbytes, dtype=torch.uint8, device=source.device)
         counts, neg_inf, visited = [], [], []
+        pending = []  # (chunk's index in visited, j, positions) of widened bands, scored exactly at the end
         sel.passes += 1  # an abandoned pass counts too
+        squares = None if exact or not hasattr(source, "squared_keys") else squared_thresholds(lo, hi)
         for j, n in enumerate(source.sizes):
             for a in range(0, n, source.chunk):
                 b = min(a + source.chunk, n)
-                key = source.keys(j, a, b, exact)
-                sel.chunk_visits += 1
                 m = b - a
-                below = ops.less(key, lo, 0)
+                sel.chunk_visits += 1
+                wide = _squared_flags(source, ops, j, a, b, squares) if squares else None
+                if wide is None:
+                    key = source.keys(j, a, b, exact)
+                    below = ops.less(key, lo, 0)
+                    pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
+                else:
+                    below, pos = wide
                 ops.pack(below, bits[byte_at[j] + a // 8:byte_at[j] + (a + m + 7) // 8])
                 counts.append(ops.count(below))
                 if exact:
                     neg_inf.append(torch.count_nonzero(torch.isneginf(key)))
-                visited.append((j, a, b))
-                pos = ops.band(key, hi, below)  # lo <= key < hi, and NaN (no compare holds for it)
                 if pos.numel():
+                    # a widened band (wide) counts against the cap as the band would: it is a
+                    # little larger, so at worst a few more updates take the radix route
                     in_band += pos.numel()
                     if in_band > cap:
                         return None
                     ledger.hold(pos.numel() * 12)  # int64 positions and float32 keys
                     held += pos.numel() * 12
-                    band.append((j, pos + a, key.index_select(0, pos)))
+                    if wide is None:
+                        band.append((j, pos + a, key.index_select(0, pos)))
+                    else:
+                        pending.append((len(visited), j, pos + a))
+                visited.append((j, a, b))
+        if pending:
+            band, in_band = _place_pending(source, pending, band, counts, bits, byte_at, lo, hi, ledger, chunk)
         if band and bool(torch.cat([k for _, _, k in band]).isnan().any()):
             return None  # a NaN: the radix route refuses it before pruning anything
         if exact and int(torch.stack(neg_inf).sum()) != sum(dead):
@@ -235,6 +253,105 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
         ledger.free(work + held)
 
 
+# squared keys are used only while the thresholds' squares, and the squares of the keys
+# near them, are normal floats far from both ends of the range (see squared_thresholds)
+SQUARE_LO, SQUARE_HI = 2.0 ** -30, 2.0 ** 50
+# a chunk whose widened band holds more than this share of it is scored exactly instead:
+# the band's gathered copies would outgrow the chunk buffers
+WIDE_SHARE = 1 / 16
+# per position of a widened band: its position, the gathered w, m, v, the score and its
+# scratch, two flags
+WIDE_BYTES = 8 + 12 + 8 + 2
+
+
+def squared_thresholds(lo, hi):
+    """(t_lo, t_hi) as float32 values: a squared key (score_registry.SQUARED_REL of the
+    key squared) below t_lo belongs to a key below lo, one at or above t_hi to a key at or
+    above hi; or None when lo or hi is outside [SQUARE_LO, SQUARE_HI].
+
+    Why the range: a weight with |w| < 2**-63 has a subnormal w^2 (relative error
+    unbounded), but its score squared is below 2**-126 * sqrt(VMAX + eps) < 2**-62,
+    and so is its squared key: both are far below lo^2 >= 2**-60. Squares above 2**100
+    are far below float32's overflow, and a product that overflows to inf came from a
+    key far above hi."""
+    if not (SQUARE_LO <= lo <= SQUARE_HI and SQUARE_LO <= hi <= SQUARE_HI):
+        return None
+    t_lo = lo * lo * (1.0 - score_registry.SQUARED_REL)
+    t_hi = hi * hi * (1.0 + score_registry.SQUARED_REL)
+    f_lo, f_hi = np.float32(t_lo), np.float32(t_hi)
+    if float(f_lo) > t_lo:
+        f_lo = np.nextafter(f_lo, np.float32(0.0))
+    if float(f_hi) < t_hi:
+        f_hi = np.nextafter(f_hi, np.float32(np.inf))
+    return float(f_lo), float(f_hi)
+
+
+def _squared_flags(source, ops, j, a, b, squares):
+    """(below flags, widened band positions) of chunk [a, b) from its squared keys: the
+    flags mark the keys certainly below lo; the widened band holds the positions the
+    squared keys cannot place (within the margin of lo or hi, inside the band, NaN),
+    which _place_pending scores exactly. None when the source has no squared keys here
+    or too many positions need exact ones (the caller scores the chunk exactly)."""
+    sq = source.squared_keys(j, a, b)
+    if sq is None:
+        return None
+    below = ops.less(sq, squares[0], 0)
+    wide = ops.band(sq, squares[1], below)  # a NaN falls here, and its exact key is NaN too
+    if wide.numel() > WIDE_SHARE * (b - a):
+        return None
+    return below, wide
+
+
+def place_exactly(source, j, pos, lo, hi):
+    """(below lo, in the band) flags and the exact keys of tensor j's positions pos."""
+    key = source.keys_of(j, 0, pos)
+    low = key < lo
+    return low, ~(low | (key >= hi)), key  # the band: lo <= key < hi, and NaN
+
+
+def _place_pending(source, pending, band, counts, bits, byte_at, lo, hi, ledger, chunk):
+    """Score the widened bands exactly, a tensor's at a time (at most chunk // 8 positions
+    at once): set the recorded bit of each key below lo and add it to its chunk's count,
+    and append the keys in [lo, hi) to the band as one entry per chunk (the tie quotas
+    are spread per entry, as on the radix route). Returns (band, its size)."""
+    step = max(1, chunk // 8)
+    groups = {}
+    for entry in pending:
+        groups.setdefault(entry[1], []).append(entry)
+    for j, entries in groups.items():
+        pos = torch.cat([p for _, _, p in entries])
+        sizes = [p.numel() for _, _, p in entries]
+        low_parts, keep_parts, key_parts = [], [], []
+        for s0 in range(0, pos.numel(), step):
+            part = pos[s0:s0 + step]
+            ledger.hold(part.numel() * WIDE_BYTES)
+            try:
+                low, keep, key = place_exactly(source, j, part, lo, hi)
+            finally:
+                ledger.free(part.numel() * WIDE_BYTES)
+            low_parts.append(low)
+            keep_parts.append(keep)
+            key_parts.append(key)
+        low, keep = torch.cat(low_parts), torch.cat(keep_parts)
+        key = torch.cat(key_parts)
+        go = pos[low]
+        if go.numel():  # these bits are clear (the squared keys did not place them): adding sets them
+            bit = torch.ones_like(go, dtype=torch.uint8).bitwise_left_shift_((go & 7).to(torch.uint8))
+            bits.index_put_((byte_at[j] + (go >> 3),), bit, accumulate=True)
+        which = torch.repeat_interleave(torch.arange(len(entries), device=pos.device),
+                                        torch.tensor(sizes, device=pos.device))
+        n_low = torch.bincount(which[low], minlength=len(entries)).tolist()
+        n_keep = torch.bincount(which[keep], minlength=len(entries)).tolist()
+        for (v, _, _), c in zip(entries, n_low):
+            if c:
+                counts[v] = counts[v] + c
+        for p, k in zip(pos[keep].split(n_keep), key[keep].split(n_keep)):
+            if p.numel():
+                band.append((j, p, k))
+    band.sort(key=lambda e: (e[0], int(e[1][0])))  # chunk order, as the entries of the radix route
+    return band, sum(p.numel() for _, p, _ in band)
+
+
 def _ints(values) -> list:
     if values and torch.is_tensor(values[0]):
         return torch.stack(values).tolist()
@@ -265,8 +382,9 @@ class _CpuOps:
         m = key.numel()
         under = self.np[1][:m]
         np.greater_equal(key.numpy(), np.float32(hi), out=under)
-        np.logical_or(under, below, out=under)
-        np.logical_not(under, out=under)
+        # below and at-or-above hi never hold together: equal flags are both clear, which
+        # is the band and NaN (one pass instead of an or and a not)
+        np.equal(under, below, out=under)
         return torch.from_numpy(np.flatnonzero(under))
 
     def keep(self, seg, n):

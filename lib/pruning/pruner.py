@@ -91,6 +91,29 @@ class _Keys:
             out.add_(0.0)  # -0.0 becomes +0.0: select.py orders float patterns, and -0.0 == 0.0
         return pr.rep.sink_dead(j, slice(a, b), out, tmp) if exact else out
 
+    def squared_keys(self, i, a, b):
+        """The scores of [a, b) squared, within score_registry.SQUARED_REL relative (a view
+        of a reused buffer, like keys()); None where the score has no cheaper squared form,
+        or no optimizer state yet. Never-negative scores only: pruned positions show 0."""
+        pr, j, n = self.pr, self.js[i], b - a
+        entry = pr.score
+        w, m, v, step, beta1 = self.views[j]
+        if pr.method != "state" or entry is None or entry.squared is None or m is None or self.dead_key is None:
+            return None
+        return entry.squared(self._f32(w[a:b], 0, n), self._f32(v[a:b], 2, n), eps=scores.EPS,
+                             out=self.bufs.out[:n], tmp=self.bufs.tmp[:n])
+
+    def keys_of(self, i, a, pos):
+        """keys(i, .., exact=False) at tensor i's positions a + pos (a few: new tensors),
+        where squared_keys() is not None."""
+        pr, j = self.pr, self.js[i]
+        w, m, v, step, beta1 = self.views[j]
+        idx = pos + a
+        wi, vi = w.index_select(0, idx).float(), v.index_select(0, idx).float()
+        # a score with a squared form reads w and v only (score_registry): m is not gathered
+        return pr.score.compute(wi, None, vi, step=step, beta1=beta1, eps=scores.EPS,
+                                out=torch.empty_like(wi), tmp=torch.empty_like(wi))
+
     def keys_at(self, i, rows, block):
         """Scores of the `block`-element rows `rows` (ascending) of tensor i, pruned
         positions showing what keys(..., exact=False) shows them as (a view of a reused

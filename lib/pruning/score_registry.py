@@ -40,6 +40,10 @@ class Score:
     depth_scaled_layers: bool = False  # per-layer sparsity rising with depth (lib/pruning/apportion.py)
     native_dtype: bool = False  # reads w, m, v in their stored dtype (no float32 copies)
     work_bytes: int = 0  # bytes per element the formula allocates itself, for the mask update's budget
+    # a cheaper fn(w, v, *, eps, out, tmp) whose float32 result is the score squared within
+    # a relative SQUARED_REL (the one-pass mask update classifies most positions with it,
+    # lib/pruning/bracket.py), or None; only for a score that reads w and v, not m
+    squared: Callable | None = None
 
     @property
     def uses_state(self) -> bool:
@@ -80,6 +84,19 @@ def _bitter7(w, m, v, *, step, beta1, eps, out, tmp):
     return torch.abs(w, out=out).mul_(tmp)
 
 
+def _bitter7_squared(w, v, *, eps, out, tmp):
+    """w^2 * sqrt(v + eps): one square root where the score takes two. The sqrt(v + eps) is
+    bitter7's own first one, so against the score squared only the two roundings of each
+    side's multiplies differ: within 6 * 2**-24 relative while w^2 and the product are
+    normal floats (SQUARED_REL leaves a 25x margin)."""
+    import torch
+    torch.clamp(v, max=VMAX, out=tmp).add_(eps).sqrt_()
+    return torch.mul(w, w, out=out).mul_(tmp)
+
+
+SQUARED_REL = 1e-5
+
+
 def _bitter8(w, m, v, *, step, beta1, eps, out, tmp):
     import torch
     torch.abs(m, out=tmp).div_(1.0 - beta1 ** step).sqrt_()  # |m_hat|
@@ -104,7 +121,8 @@ SCORES = (
           kconfig="ADAMWPRUNE_VARIANT_BITTER4", depth_scaled_layers=True),
     Score("bitter5", "-sign(w)*m/(sqrt(v)+eps)+0.1|w|", _bitter5, False, kconfig="ADAMWPRUNE_VARIANT_BITTER5"),
     Score("bitter6", "|w|*sqrt(|m|+eps)*|m|/sqrt(v+eps)", _bitter6, True, kconfig="ADAMWPRUNE_VARIANT_BITTER6"),
-    Score("bitter7", "|w|*(v+eps)^(1/4)", _bitter7, True, kconfig="ADAMWPRUNE_VARIANT_BITTER7"),
+    Score("bitter7", "|w|*(v+eps)^(1/4)", _bitter7, True, kconfig="ADAMWPRUNE_VARIANT_BITTER7",
+          squared=_bitter7_squared),
     Score("bitter8", "|w|*sqrt(|m|/(1-beta1^t))", _bitter8, True, kconfig="ADAMWPRUNE_VARIANT_BITTER8"),
     Score("bitter9", "|w|*(v+eps)^(1/4) in bfloat16", _bitter9, True, kconfig="ADAMWPRUNE_VARIANT_BITTER9",
           native_dtype=True, work_bytes=8),
