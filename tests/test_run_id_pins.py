@@ -2,7 +2,7 @@
 
 A run's ID holds settings_digest(spec), so existing run directories are found again only if
 the digest stays what it was. These IDs were taken from the code before the one-vocabulary
-rename (issue 11); tests/data/*-before-issue11.json are a spec.json and an hparams.json that
+rename (issue 11); tests/fixtures/*-before-issue11.json are a spec.json and an hparams.json that
 code wrote, which must still load, compare equal and resume.
 """
 import json
@@ -13,7 +13,7 @@ import pytest
 from lib.configuration import config
 from test_matrix.expand import expand
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 
 PINNED = {
     "lenet5-sample-bitter7": ["lenet5-adamwprune-bitter7-state-s90-b1d66e2a-seed1"],
