@@ -29,8 +29,8 @@ class _Source:
     def squared_keys(self, j, a, b):
         return _squared(self.w[a:b], self.v[a:b])
 
-    def keys_of(self, j, a, pos):
-        return _exact(self.w[a + pos], self.v[a + pos])
+    def keys_of(self, j, pos):
+        return _exact(self.w[pos], self.v[pos])
 
 
 def _classify(source, ops, n, lo, hi, squares):

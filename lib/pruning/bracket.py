@@ -259,8 +259,8 @@ SQUARE_LO, SQUARE_HI = 2.0 ** -30, 2.0 ** 50
 # a chunk whose widened band holds more than this share of it is scored exactly instead:
 # the band's gathered copies would outgrow the chunk buffers
 WIDE_SHARE = 1 / 16
-# per position of a widened band: its position, the gathered w, m, v, the score and its
-# scratch, two flags
+# per position of a widened band: its position, the gathered w and v (with their float32
+# copies when stored in a 2-byte dtype), the score and its scratch, two flags
 WIDE_BYTES = 8 + 12 + 8 + 2
 
 
@@ -304,7 +304,7 @@ def _squared_flags(source, ops, j, a, b, squares):
 
 def place_exactly(source, j, pos, lo, hi):
     """(below lo, in the band) flags and the exact keys of tensor j's positions pos."""
-    key = source.keys_of(j, 0, pos)
+    key = source.keys_of(j, pos)
     low = key < lo
     return low, ~(low | (key >= hi)), key  # the band: lo <= key < hi, and NaN
 

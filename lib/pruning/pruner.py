@@ -103,13 +103,12 @@ class _Keys:
         return entry.squared(self._f32(w[a:b], 0, n), self._f32(v[a:b], 2, n), eps=scores.EPS,
                              out=self.bufs.out[:n], tmp=self.bufs.tmp[:n])
 
-    def keys_of(self, i, a, pos):
-        """keys(i, .., exact=False) at tensor i's positions a + pos (a few: new tensors),
+    def keys_of(self, i, pos):
+        """keys(i, .., exact=False) at tensor i's flat positions pos (a few: new tensors),
         where squared_keys() is not None."""
         pr, j = self.pr, self.js[i]
         w, m, v, step, beta1 = self.views[j]
-        idx = pos + a
-        wi, vi = w.index_select(0, idx).float(), v.index_select(0, idx).float()
+        wi, vi = w.index_select(0, pos).float(), v.index_select(0, pos).float()
         # a score with a squared form reads w and v only (score_registry): m is not gathered
         return pr.score.compute(wi, None, vi, step=step, beta1=beta1, eps=scores.EPS,
                                 out=torch.empty_like(wi), tmp=torch.empty_like(wi))
