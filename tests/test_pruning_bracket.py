@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lib.pruning import bracket, prunable_weights
+from lib.pruning import bracket, cpu_pass, prunable_weights
 from lib.pruning.bracket import BLOCK, _CpuOps, _TorchOps, mix_seed, sample_rows
 from lib.pruning.pruner import Pruner, _Keys
 from lib.pruning.schedule import sparsity_at
@@ -174,8 +174,10 @@ def _model():
     return nn.Sequential(nn.Linear(512, 768, bias=False), nn.Linear(768, 512, bias=False))
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("opt_name", ["adamw", "sgd"])
-def test_pruner_updates_take_one_pass_and_match_a_sort(opt_name, monkeypatch):
+def test_pruner_updates_take_one_pass_and_match_a_sort(opt_name, compiled, monkeypatch):
+    monkeypatch.setattr(bracket, "FUSED", compiled)
     model = _model()
     if opt_name == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
@@ -200,6 +202,13 @@ def test_pruner_updates_take_one_pass_and_match_a_sort(opt_name, monkeypatch):
             visits[(self.js[i], a)] = visits.get((self.js[i], a), 0) + 1
         return out
     monkeypatch.setattr(_Keys, "squared_keys", counted_squared)
+    classify = cpu_pass.classify
+
+    def counted_classify(kind, x, *args):
+        if kind != cpu_pass.KEYS:  # a loop that scored the weights itself (keys() counts the others)
+            visits[x.ctypes.data] = visits.get(x.ctypes.data, 0) + 1
+        return classify(kind, x, *args)
+    monkeypatch.setattr(cpu_pass, "classify", counted_classify)
     for t in range(1, 13):
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3

@@ -128,15 +128,17 @@ def test_a_chunk_with_a_wide_band_is_left_to_the_exact_keys():
 
 def test_pruner_masks_with_squared_keys_equal_those_with_exact_keys(monkeypatch):
     """Through the Pruner, on weights with many exact ties (3 significant bits): the same
-    positions go whether the pass places them by squared keys or scores every one."""
+    positions go whether the torch route places them by squared keys or scores every one,
+    and the compiled CPU pass (which scores every one itself) agrees."""
     import copy
 
     import torch.nn as nn
 
-    from lib.pruning import prunable_weights
+    from lib.pruning import bracket, prunable_weights
     from lib.pruning.pruner import Pruner, _Keys
 
-    def run(use_squared):
+    def run(use_squared, compiled=False):
+        monkeypatch.setattr(bracket, "FUSED", compiled)
         torch.manual_seed(5)
         model = nn.Sequential(nn.Linear(512, 768, bias=False), nn.Linear(768, 512, bias=False))
         with torch.no_grad():
@@ -163,7 +165,8 @@ def test_pruner_masks_with_squared_keys_equal_those_with_exact_keys(monkeypatch)
         return masks, kinds
     with_squared, kinds = run(True)
     exact, kinds_exact = run(False)
-    assert kinds == kinds_exact and all(b for k in kinds for b, _ in k)  # both took the one pass
+    compiled, kinds_compiled = run(False, compiled=True)
+    assert kinds == kinds_exact == kinds_compiled and all(b for k in kinds for b, _ in k)  # all took one pass
     assert any(tied for k in kinds for _, tied in k)  # and ties at the cut were split
-    for a, b in zip(with_squared, exact):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for a, b, c in zip(with_squared, exact, compiled):
+        assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))

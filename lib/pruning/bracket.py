@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.pruning import score_registry
+from lib.pruning import cpu_pass, score_registry, scores
 from lib.pruning.masks import _alive_table, pack_bits
 
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
@@ -75,8 +75,20 @@ def _sample(source, seed, ledger, sample_keys):
     keys = torch.empty(blocks, BLOCK, dtype=torch.float32, device=source.device)
     step = max(1, source.chunk // BLOCK)  # rows scored at once: the chunk buffers hold them
     edges = torch.searchsorted(picked, starts).tolist()
+    compiled = FUSED and source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
+    exact = source.dead_key is None
     for j in range(len(rows)):
         lo, hi = edges[j], edges[j + 1]
+        inputs = source.cpu_inputs(j, exact) if compiled and hi > lo else None
+        if inputs is not None:  # one compiled loop scores the tensor's rows in place
+            kind, x, v, dead_mode, dead = inputs
+            if dead_mode == cpu_pass.DEAD_STATE:
+                v = dead
+            cpu_pass.gather(kind, x, v if v is not None else x[:0], dead_mode,
+                            dead if dead_mode == cpu_pass.DEAD_BITS else _NO_BITS, exact, scores.EPS,
+                            score_registry.VMAX, (picked[lo:hi] - starts[j]).numpy(), BLOCK,
+                            keys[lo:hi].view(-1).numpy())
+            continue
         for a in range(lo, hi, step):
             b = min(hi, a + step)
             r = (picked[a:b] - starts[j]).to(source.device)
@@ -84,6 +96,7 @@ def _sample(source, seed, ledger, sample_keys):
     return keys, held
 
 
+_NO_BITS = np.zeros(1, np.uint8)
 PILOT_Z = 8.0  # the pilot (one key per block) only narrows where the sample's ranks are looked up
 
 
@@ -171,7 +184,106 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
     lo = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
     if band_frac * total > cap:
         return None
+    if FUSED and source.device.type == "cpu" and cpu_pass.available():
+        return _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac)
     return _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish)
+
+
+# the compiled pass on CPU (cpu_pass.py); tests switch it off to exercise the torch route
+FUSED = True
+RANGE = 1 << 22  # positions per compiled call: bounds the blocks' band scratch
+SCRATCH_BYTES = 12  # per band slot of a call's blocks: int64 position, float32 key
+
+
+def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac):
+    """_one_pass through cpu_pass: one compiled loop per tensor range (the source's own
+    inputs when it has `cpu_inputs`, else its keys chunk by chunk), new bits only, committed
+    by `prune_bits`."""
+    byte_at, nbytes = [], 0
+    for n in source.sizes:
+        byte_at.append(nbytes)
+        nbytes += -(-n // 8)
+    span = min(RANGE, max(source.sizes))
+    slots = -(-span // cpu_pass.BLOCK) * cpu_pass.block_cap(span, band_frac)
+    work = nbytes + slots * SCRATCH_BYTES
+    ledger.hold(work)
+    held = 0
+    try:
+        cpu_pass.set_threads(torch.get_num_threads())
+        bits = np.zeros(nbytes, np.uint8)
+        pos_buf, key_buf = np.empty(slots, np.int64), np.empty(slots, np.float32)
+        none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
+        band, in_band, n_lo, n_neg = [], 0, 0, 0
+        below, new = [0] * len(source.sizes), [0] * len(source.sizes)
+        sel.passes += 1  # an abandoned pass counts too
+        for i, n in enumerate(source.sizes):
+            inputs = source.cpu_inputs(i, exact) if hasattr(source, "cpu_inputs") else None
+            step = RANGE if inputs is not None else source.chunk
+            for a in range(0, n, step):
+                b = min(a + step, n)
+                if inputs is not None:
+                    kind, x, v, dead_mode, dead_arr = inputs
+                    x, v = x[a:b], v[a:b] if v is not None else none_f
+                else:  # the source's keys, pruned positions as its keys show them
+                    kind, x, v, dead_mode, dead_arr = cpu_pass.KEYS, source.keys(i, a, b, exact).numpy(), none_f, \
+                        cpu_pass.DEAD_NONE, None
+                dead_part = dead_arr[a // 8:] if dead_mode == cpu_pass.DEAD_BITS else none_u8
+                if dead_mode == cpu_pass.DEAD_STATE:
+                    v = dead_arr[a:b]
+                cap_b = cpu_pass.block_cap(b - a, band_frac)
+                sel.chunk_visits += -(-(b - a) // source.chunk)
+                c_lo, c_band, c_neg, c_new, over = cpu_pass.classify(
+                    kind, x, v, dead_mode, dead_part, exact, lo, hi, scores.EPS, score_registry.VMAX, a,
+                    bits[byte_at[i] + a // 8:byte_at[i] + (b + 7) // 8], pos_buf, key_buf, cap_b)
+                if over:
+                    return None
+                below[i] += c_lo
+                new[i] += c_new
+                n_lo += c_lo
+                n_neg += c_neg
+                if c_band:
+                    in_band += c_band
+                    if in_band > cap:
+                        return None
+                    ledger.hold(c_band * 12)  # int64 positions and float32 keys
+                    held += c_band * 12
+                    p, k = pos_buf[:c_band], key_buf[:c_band]
+                    # one entry per chunk, as the radix route collects them (tie quotas are per entry)
+                    cuts = np.searchsorted(p, np.arange(a - a % source.chunk + source.chunk, b, source.chunk))
+                    for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
+                        if pp.size:
+                            band.append((i, torch.from_numpy(pp.copy()), torch.from_numpy(kk.copy())))
+        if band and bool(np.isnan(np.concatenate([k.numpy() for _, _, k in band])).any()):
+            return None  # a NaN: the radix route refuses it before pruning anything
+        if exact and n_neg != sum(dead):
+            return None  # a live -inf: the radix route refuses it
+        r = goal - n_lo
+        if not 0 <= r <= in_band:
+            return None
+        for i in range(len(source.sizes)):
+            if new[i]:
+                _prune_bits(source, i, bits[byte_at[i]:byte_at[i] + -(-source.sizes[i] // 8)])
+        chunk_dead = {(i, 0): c for i, c in enumerate(below)}
+        sel.tau, sel.bracketed = lo, True
+        if r:
+            ledger.hold(in_band * 18)
+            held += in_band * 18
+            resolve(source, sel, band, r, chunk_dead)
+        return finish(sel, chunk_dead, dead, goal)
+    finally:
+        ledger.free(work + held)
+
+
+def _prune_bits(source, i, bits):
+    """Prune tensor i where `bits` (numpy uint8, packed) are set: the source's own
+    `prune_bits`, else its `prune` chunk by chunk with float keep flags."""
+    if hasattr(source, "prune_bits"):
+        return source.prune_bits(i, bits)
+    n = source.sizes[i]
+    for a in range(0, n, source.chunk):
+        b = min(a + source.chunk, n)
+        keep = np.unpackbits(np.invert(bits[a // 8:(b + 7) // 8]), count=b - a, bitorder="little")
+        source.prune(i, a, b, torch.from_numpy(keep.astype(np.float32)))
 
 
 def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish):

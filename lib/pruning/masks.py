@@ -16,8 +16,11 @@ with torch.zeros_like(p, memory_format=preserve_format) shares that order.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lib.pruning import cpu_pass
 
 INF = float("inf")
 FMAX = float(torch.finfo(torch.float32).max)  # lib/optimizers/spam.py reads it from here
@@ -43,6 +46,20 @@ def group_of(optimizer, p):
         if any(q is p for q in g["params"]):
             return g
     return None
+
+
+_INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def int_view(t: torch.Tensor):
+    """A flat CPU float tensor's elements as integers of the same width (numpy), so a
+    compiled loop can write bit patterns into any float dtype."""
+    return t.view(_INT_OF_SIZE[t.element_size()]).numpy()
+
+
+def inf_pattern(dtype) -> int:
+    """The bit pattern of +inf in `dtype`, as an integer of its width."""
+    return int(torch.tensor(float("inf"), dtype=dtype).view(_INT_OF_SIZE[torch.finfo(dtype).bits // 8]))
 
 
 _GATHER = 0x0102040810204080  # times 8 bytes of 0/1: byte i's bit lands at bit 56 + i, no two terms collide
@@ -152,6 +169,22 @@ class StateMask(_Mask):
             v[a:b].div_(keep).nan_to_num_(nan=INF, posinf=INF)
         w[a:b].mul_(keep)
 
+    def dead_source(self, j):
+        """(cpu_pass dead mode, numpy array) that shows cpu_pass tensor j's pruned positions:
+        its float32 exp_avg_sq (+inf where pruned), or DEAD_NONE when stored otherwise."""
+        v = self._v(j)
+        if v is None or v.dtype != torch.float32 or v.device.type != "cpu":
+            return cpu_pass.DEAD_NONE, None
+        return cpu_pass.DEAD_STATE, v.numpy()
+
+    def prune_bits(self, j, bits):
+        """Prune tensor j where the packed numpy `bits` are set (CPU): only those weights and
+        second moments are written."""
+        w, seconds = self._views[j]
+        cpu_pass.scatter(bits, int_view(seconds[0]), inf_pattern(seconds[0].dtype), int_view(w), 0)
+        for v in seconds[1:]:  # max_exp_avg_sq (AMSGrad)
+            cpu_pass.scatter(bits, int_view(v), inf_pattern(v.dtype))
+
     def prune_at(self, j, pos):
         """Prune the given flat positions (few: a band's losers); call prepare() first."""
         w, seconds = self._views[j]
@@ -237,6 +270,20 @@ class BitMask(_Mask):
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:  # momentum etc.: zero, so the update is zero
                 flat(s)[a:b].mul_(keep)
+
+    def dead_source(self, j):
+        bits = self.bits[j]
+        return (cpu_pass.DEAD_NONE, None) if bits is None else (cpu_pass.DEAD_BITS, bits.numpy())
+
+    def prune_bits(self, j, bits):
+        """Prune tensor j where the packed numpy `bits` are set (CPU)."""
+        p = self.params[j]
+        mask = self._bits(j).numpy()
+        np.bitwise_or(mask, bits, out=mask)
+        cpu_pass.scatter(bits, int_view(flat(p.data)), 0)
+        for s in self.opt.state.get(p, {}).values():
+            if torch.is_tensor(s) and s.shape == p.shape:
+                cpu_pass.scatter(bits, int_view(flat(s)), 0)
 
     def prune_at(self, j, pos):
         p = self.params[j]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from lib.pruning import nm as nm_masks
-from lib.pruning import score_registry, scores
+from lib.pruning import cpu_pass, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import flat, group_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
@@ -102,6 +102,31 @@ class _Keys:
             return None
         return entry.squared(self._f32(w[a:b], 0, n), self._f32(v[a:b], 2, n), eps=scores.EPS,
                              out=self.bufs.out[:n], tmp=self.bufs.tmp[:n])
+
+    def cpu_inputs(self, i, exact):
+        """(kind, x, v, dead_mode, dead) numpy views of tensor i for cpu_pass, whose compiled
+        loop computes the keys itself: |w|, bitter7's, or movement's buffer as it is; None
+        where it cannot (another score, 2-byte dtypes, or exact keys whose pruned
+        positions the loop cannot see), and the pass reads keys() instead."""
+        pr, j = self.pr, self.js[i]
+        w, m, v, step, beta1 = self.views[j]
+        dead_mode, dead = pr.rep.dead_source(j)
+        if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
+            return None
+        if pr.method == "movement":
+            kind, v = cpu_pass.KEYS, None
+        elif m is None:
+            kind, v = cpu_pass.ABS, None
+        elif pr.score.kernel == "bitter7":
+            kind = cpu_pass.BITTER7
+        else:
+            return None
+        if w.dtype != torch.float32 or v is not None and v.dtype != torch.float32:
+            return None
+        return kind, w.numpy(), None if v is None else v.numpy(), dead_mode, dead
+
+    def prune_bits(self, i, bits):
+        self.pr.rep.prune_bits(self.js[i], bits)
 
     def keys_of(self, i, pos):
         """keys(i, .., exact=False) at tensor i's flat positions pos (a few: new tensors),

@@ -44,6 +44,9 @@ class Score:
     # a relative SQUARED_REL (the one-pass mask update classifies most positions with it,
     # lib/pruning/bracket.py), or None; only for a score that reads w and v, not m
     squared: Callable | None = None
+    # the compiled CPU loop that computes this score itself (lib/pruning/cpu_pass.py), or None:
+    # the mask update then scores through `compute` chunk by chunk
+    kernel: str | None = None
 
     @property
     def uses_state(self) -> bool:
@@ -122,7 +125,7 @@ SCORES = (
     Score("bitter5", "-sign(w)*m/(sqrt(v)+eps)+0.1|w|", _bitter5, False, kconfig="ADAMWPRUNE_VARIANT_BITTER5"),
     Score("bitter6", "|w|*sqrt(|m|+eps)*|m|/sqrt(v+eps)", _bitter6, True, kconfig="ADAMWPRUNE_VARIANT_BITTER6"),
     Score("bitter7", "|w|*(v+eps)^(1/4)", _bitter7, True, kconfig="ADAMWPRUNE_VARIANT_BITTER7",
-          squared=_bitter7_squared),
+          squared=_bitter7_squared, kernel="bitter7"),
     Score("bitter8", "|w|*sqrt(|m|/(1-beta1^t))", _bitter8, True, kconfig="ADAMWPRUNE_VARIANT_BITTER8"),
     Score("bitter9", "|w|*(v+eps)^(1/4) in bfloat16", _bitter9, True, kconfig="ADAMWPRUNE_VARIANT_BITTER9",
           native_dtype=True, work_bytes=8),
