@@ -200,9 +200,9 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
     inputs when it has `cpu_inputs`, else its keys chunk by chunk), new bits only, committed
     by `prune_bits`."""
     byte_at, nbytes = [], 0
-    for n in source.sizes:
+    for n in source.sizes:  # each tensor's bits start on an 8-byte word
         byte_at.append(nbytes)
-        nbytes += -(-n // 8)
+        nbytes += -(-n // 64) * 8
     span = min(RANGE, max(source.sizes))
     slots = -(-span // cpu_pass.BLOCK) * cpu_pass.block_cap(span, band_frac)
     work = nbytes + slots * SCRATCH_BYTES
@@ -210,8 +210,10 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
     held = 0
     try:
         cpu_pass.set_threads(torch.get_num_threads())
-        bits = np.zeros(nbytes, np.uint8)
-        pos_buf, key_buf = np.empty(slots, np.int64), np.empty(slots, np.float32)
+        # torch's allocations, so its profiler sees what the ledger counts
+        bits = torch.zeros(nbytes, dtype=torch.uint8).numpy()
+        pos_buf = torch.empty(slots, dtype=torch.int64).numpy()
+        key_buf = torch.empty(slots, dtype=torch.float32).numpy()
         none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
         band, in_band, n_lo, n_neg = [], 0, 0, 0
         below, new = [0] * len(source.sizes), [0] * len(source.sizes)
@@ -260,25 +262,30 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         r = goal - n_lo
         if not 0 <= r <= in_band:
             return None
-        for i in range(len(source.sizes)):
-            if new[i]:
-                _prune_bits(source, i, bits[byte_at[i]:byte_at[i] + -(-source.sizes[i] // 8)])
         chunk_dead = {(i, 0): c for i, c in enumerate(below)}
         sel.tau, sel.bracketed = lo, True
         if r:
             ledger.hold(in_band * 18)
             held += in_band * 18
-            resolve(source, sel, band, r, chunk_dead)
+
+            def drop(i, pos):  # the band's chosen join the recorded bits: one commit for both
+                p = pos.numpy()
+                np.bitwise_or.at(bits, byte_at[i] + (p >> 3), np.left_shift(1, p & 7).astype(np.uint8))
+                new[i] += p.size
+            resolve(source, sel, band, r, chunk_dead, drop)
+        for i in range(len(source.sizes)):
+            if new[i]:
+                _prune_bits(source, i, bits[byte_at[i]:byte_at[i] + -(-source.sizes[i] // 8)], new[i])
         return finish(sel, chunk_dead, dead, goal)
     finally:
         ledger.free(work + held)
 
 
-def _prune_bits(source, i, bits):
-    """Prune tensor i where `bits` (numpy uint8, packed) are set: the source's own
-    `prune_bits`, else its `prune` chunk by chunk with float keep flags."""
+def _prune_bits(source, i, bits, count):
+    """Prune tensor i where `bits` (numpy uint8, packed; `count` of them set) are set: the
+    source's own `prune_bits`, else its `prune` chunk by chunk with float keep flags."""
     if hasattr(source, "prune_bits"):
-        return source.prune_bits(i, bits)
+        return source.prune_bits(i, bits, count)
     n = source.sizes[i]
     for a in range(0, n, source.chunk):
         b = min(a + source.chunk, n)

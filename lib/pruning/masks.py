@@ -177,13 +177,13 @@ class StateMask(_Mask):
             return cpu_pass.DEAD_NONE, None
         return cpu_pass.DEAD_STATE, v.numpy()
 
-    def prune_bits(self, j, bits):
-        """Prune tensor j where the packed numpy `bits` are set (CPU): only those weights and
-        second moments are written."""
+    def prune_bits(self, j, bits, count=None):
+        """Prune tensor j where the packed numpy `bits` are set (`count` of them, if known;
+        CPU): only those weights and second moments are written."""
         w, seconds = self._views[j]
-        cpu_pass.scatter(bits, int_view(seconds[0]), inf_pattern(seconds[0].dtype), int_view(w), 0)
+        cpu_pass.scatter(bits, int_view(seconds[0]), inf_pattern(seconds[0].dtype), int_view(w), 0, count)
         for v in seconds[1:]:  # max_exp_avg_sq (AMSGrad)
-            cpu_pass.scatter(bits, int_view(v), inf_pattern(v.dtype))
+            cpu_pass.scatter(bits, int_view(v), inf_pattern(v.dtype), count=count)
 
     def prune_at(self, j, pos):
         """Prune the given flat positions (few: a band's losers); call prepare() first."""
@@ -275,15 +275,15 @@ class BitMask(_Mask):
         bits = self.bits[j]
         return (cpu_pass.DEAD_NONE, None) if bits is None else (cpu_pass.DEAD_BITS, bits.numpy())
 
-    def prune_bits(self, j, bits):
-        """Prune tensor j where the packed numpy `bits` are set (CPU)."""
+    def prune_bits(self, j, bits, count=None):
+        """Prune tensor j where the packed numpy `bits` are set (`count` of them; CPU)."""
         p = self.params[j]
         mask = self._bits(j).numpy()
         np.bitwise_or(mask, bits, out=mask)
-        cpu_pass.scatter(bits, int_view(flat(p.data)), 0)
+        cpu_pass.scatter(bits, int_view(flat(p.data)), 0, count=count)
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:
-                cpu_pass.scatter(bits, int_view(flat(s)), 0)
+                cpu_pass.scatter(bits, int_view(flat(s)), 0, count=count)
 
     def prune_at(self, j, pos):
         p = self.params[j]

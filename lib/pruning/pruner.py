@@ -31,6 +31,9 @@ MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**2
 # (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
 # bit-mask flags, and what a variant allocates itself (its registry entry's work_bytes)
 SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
+# models from this size load the compiled CPU pass when their pruner is built (about half a
+# second); smaller ones load it at the first update that takes the bracketed pass, if any
+WARM_FROM = 1 << 20
 
 
 class _Buffers:
@@ -125,8 +128,8 @@ class _Keys:
             return None
         return kind, w.numpy(), None if v is None else v.numpy(), dead_mode, dead
 
-    def prune_bits(self, i, bits):
-        self.pr.rep.prune_bits(self.js[i], bits)
+    def prune_bits(self, i, bits, count=None):
+        self.pr.rep.prune_bits(self.js[i], bits, count)
 
     def keys_of(self, i, pos):
         """keys(i, .., exact=False) at tensor i's flat positions pos (a few: new tensors),
@@ -215,6 +218,8 @@ class Pruner:
         self.last_update = self.update_step = 0
         self.transient_peak = 0
         self.selections = []  # select.Selection of each prune_lowest call of the latest update
+        if self.total >= WARM_FROM and self.params[0].device.type == "cpu" and cpu_pass.available():
+            cpu_pass.warm()  # loaded now, so the first mask update costs what the others do
 
     def set_schedule(self, *, warmup_end: int, ramp_end: int, frequency: int | None = None) -> None:
         """Move the sparsity ramp (a time budget measured after construction shrinks the run):

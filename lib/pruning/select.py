@@ -386,32 +386,46 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         ledger.free(work)
 
 
-def _resolve(source, sel, band, r, chunk_dead):
+def _resolve(source, sel, band, r, chunk_dead, drop=None):
     """Prune the r lowest of the collected keys [(j, positions in tensor j, keys)], in
-    chunk order: one compare over all of them, tie quotas per entry."""
+    chunk order: one compare over all of them, tie quotas per entry. `drop(j, positions)`
+    prunes tensor j's chosen positions (default: source.prune_at)."""
     sel.collected = True
     allk = torch.cat([k for _, _, k in band])
+    allp = torch.cat([p for _, p, _ in band])
     sizes = [k.numel() for _, _, k in band]
     sel.tau = float(torch.kthvalue(allk, r).values)
-    tied = allk == sel.tau
-    below = allk < sel.tau
-    sel.ties = int(tied.sum())
-    sel.tie_drops = r - int(below.sum())
+    go = allk < sel.tau
+    sel.ties = int(torch.count_nonzero(allk == sel.tau))
+    sel.tie_drops = r - int(torch.count_nonzero(go))
+    if sel.tie_drops:  # only the entries holding ties at tau need a look of their own
+        ends = torch.tensor(sizes).cumsum(0)
+        seen_at = torch.cat([torch.zeros(1, dtype=torch.int64), (allk == sel.tau).cumsum(0)[ends - 1]])
+        ties_per_entry = (seen_at[1:] - seen_at[:-1]).tolist()
+        seen, start = 0, 0
+        for (j, pos, k), t_c, n in zip(band, ties_per_entry, sizes):
+            if t_c:
+                q = tie_quota(sel.tie_drops, sel.ties, seen, t_c)
+                seen += t_c
+                if q:
+                    tied_at = torch.nonzero(k == sel.tau).view(-1)
+                    chosen = pick_ties(pos[tied_at], source.offsets[j], q)
+                    go[start + torch.searchsorted(pos, chosen)] = True
+            start += n
     del allk
-    ties_per_entry = [int(t.sum()) for t in tied.split(sizes)] if sel.ties else [0] * len(band)
-    drops, seen = {}, 0
-    for (j, pos, k), go_e, t_c in zip(band, below.split(sizes), ties_per_entry):
-        go = pos[go_e]
-        q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
-        seen += t_c
-        if q:
-            go = torch.cat([go, pick_ties(pos[k == sel.tau], source.offsets[j], q)])
-        if go.numel():
-            drops.setdefault(j, []).append(go)
-    for j, parts in drops.items():
-        pos = parts[0] if len(parts) == 1 else torch.cat(parts)
-        source.prune_at(j, pos)
-        chunk_dead[(j, -1)] = pos.numel()
+    # entries come in tensor order: one split per run of a tensor's entries
+    runs = []
+    for (j, _, _), n in zip(band, sizes):
+        if runs and runs[-1][0] == j:
+            runs[-1][1] += n
+        else:
+            runs.append([j, n])
+    counts = [n for _, n in runs]
+    for (j, _), p, g in zip(runs, allp.split(counts), go.split(counts)):
+        pos = p[g]
+        if pos.numel():
+            (drop or source.prune_at)(j, pos)
+            chunk_dead[(j, -1)] = chunk_dead.get((j, -1), 0) + pos.numel()
 
 
 def _finish(sel, chunk_dead, dead, want):

@@ -1,0 +1,207 @@
+"""The compiled loops of cpu_pass.py (numba). Imported on first use: loading numba takes
+a quarter of a second, which a run that never takes the compiled pass should not pay.
+Constants and the meaning of every argument: cpu_pass.py."""
+import numpy as np
+from numba import njit, prange
+
+from lib.pruning.cpu_pass import BLOCK, TILE, _GATHER, _SUM8
+
+
+@njit(inline="always")
+def _bitter7(w, v, eps, vmax):
+    vc = vmax if v > vmax else v  # NaN stays NaN, as torch.clamp leaves it
+    return abs(w) * np.sqrt(np.sqrt(vc + eps))
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys,
+              cap, stats):
+    n = x.size
+    nblk = (n + BLOCK - 1) // BLOCK
+    per = np.zeros((nblk, 4), np.int64)
+    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
+    inf = np.float32(np.inf)
+    ninf = np.float32(-np.inf)
+    zero = np.float32(0.0)
+    one = np.uint8(1)
+    for k in prange(nblk):
+        a = k * BLOCK
+        b = min(n, a + BLOCK)
+        kt = np.empty(TILE, np.float32)
+        live = np.ones(TILE, np.uint8)
+        lt = np.zeros(TILE, np.uint8)
+        nw = np.zeros(TILE, np.uint8)
+        bd = np.zeros(TILE, np.uint8)
+        lt64, nw64, bd64 = lt.view(np.uint64), nw.view(np.uint64), bd.view(np.uint64)
+        c_below = 0
+        c_band = 0
+        c_ninf = 0
+        c_new = 0
+        base = k * cap
+        for t0 in range(a, b, TILE):
+            m = min(TILE, b - t0)
+            xs = x[t0:t0 + m]
+            if kind == 2:  # v is the score's and shows the pruned positions (dead_mode 1)
+                vs = v[t0:t0 + m]
+                for i in range(m):
+                    vi = vs[i]
+                    kt[i] = _bitter7(xs[i], vi, eps, vmax)
+                    live[i] = vi != inf
+            elif kind == 1:
+                for i in range(m):
+                    kt[i] = abs(xs[i])
+            else:
+                for i in range(m):
+                    kt[i] = xs[i] + zero  # -0.0 becomes +0.0, as the torch keys do
+            if dead_mode == 1 and kind != 2:
+                vs = v[t0:t0 + m]
+                for i in range(m):
+                    live[i] = vs[i] != inf
+            elif dead_mode == 2:
+                q0 = t0 >> 3
+                for q in range((m + 7) // 8):
+                    byte = dead_bits[q0 + q]
+                    for r in range(8):
+                        live[8 * q + r] = ((byte >> r) & 1) ^ 1
+            elif dead_mode == 0 and exact:
+                for i in range(m):
+                    live[i] = kt[i] != ninf
+            if exact and dead_mode != 0:
+                for i in range(m):
+                    kt[i] = kt[i] if live[i] else ninf
+            for i in range(m):
+                kk = kt[i]
+                below = np.uint8(kk < lo)
+                outside = below | np.uint8(kk >= hi)
+                lt[i] = below
+                nw[i] = below & live[i]
+                bd[i] = outside ^ one  # lo <= key < hi, and NaN (no compare holds for it)
+            if exact:
+                ni = 0
+                for i in range(m):
+                    ni += kt[i] == ninf
+                c_ninf += ni
+            words = (m + 7) // 8
+            for i in range(m, words * 8):
+                lt[i] = 0
+                nw[i] = 0
+                bd[i] = 0
+            cb = np.uint64(0)
+            cn = np.uint64(0)
+            q0 = (t0 - 0) >> 3
+            for q in range(words):
+                cb += (lt64[q] * sum8) >> top
+                cn += (nw64[q] * sum8) >> top
+                new_bits[q0 + q] = np.uint8((nw64[q] * gather) >> top)
+            c_below += cb
+            c_new += cn
+            for q in range(words):
+                if bd64[q]:
+                    for r in range(8):
+                        i = 8 * q + r
+                        if bd[i]:
+                            if c_band < cap:
+                                pos[base + c_band] = offset + t0 + i
+                                keys[base + c_band] = kt[i]
+                            c_band += 1
+        per[k, 0] = c_below
+        per[k, 1] = c_band
+        per[k, 2] = c_ninf
+        per[k, 3] = c_new
+    below = 0
+    band = 0
+    neg = 0
+    new = 0
+    over = 0
+    for k in range(nblk):
+        below += per[k, 0]
+        neg += per[k, 2]
+        new += per[k, 3]
+        if per[k, 1] > cap:
+            over = 1
+    if over == 0:  # move each block's band down to one run (never onto unread entries)
+        for k in range(nblk):
+            c = per[k, 1]
+            src = k * cap
+            for t in range(c):
+                pos[band + t] = pos[src + t]
+                keys[band + t] = keys[src + t]
+            band += c
+    stats[0] = below
+    stats[1] = band
+    stats[2] = neg
+    stats[3] = new
+    stats[4] = over
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _scatter(bits, words, dense, target, pattern, second, pattern2):
+    n = target.size
+    both = second.size > 0
+    if dense:  # a word of 64 at a time: masked stores, no branch per byte that fails half the time
+        nw = words.size
+        for g in prange((nw + 511) // 512):
+            for q in range(g * 512, min(nw, (g + 1) * 512)):
+                word = words[q]
+                if word:
+                    a = 64 * q
+                    m = min(64, n - a)
+                    t = target[a:a + m]
+                    for r in range(m):
+                        if (word >> np.uint64(r)) & np.uint64(1):
+                            t[r] = pattern
+                    if both:
+                        s = second[a:a + m]
+                        for r in range(m):
+                            if (word >> np.uint64(r)) & np.uint64(1):
+                                s[r] = pattern2
+        first = 8 * words.size
+    else:
+        first = 0
+    nq = bits.size
+    for g in prange((nq - first + 4095) // 4096):
+        for q in range(first + g * 4096, min(nq, first + (g + 1) * 4096)):
+            byte = bits[q]
+            if byte:
+                for r in range(8):
+                    i = 8 * q + r
+                    if (byte >> r) & 1 and i < n:
+                        target[i] = pattern
+                        if both:
+                            second[i] = pattern2
+
+
+@njit(inline="always")
+def _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, a, width, out, o):
+    ninf = np.float32(-np.inf)
+    for t in range(width):
+        i = a + t
+        if kind == 2:
+            key = _bitter7(x[i], v[i], eps, vmax)
+        elif kind == 1:
+            key = abs(x[i])
+        else:
+            key = x[i] + np.float32(0.0)
+        if exact:
+            if dead_mode == 1:
+                if v[i] == np.float32(np.inf):
+                    key = ninf
+            elif dead_mode == 2:
+                if (dead_bits[i >> 3] >> (i & 7)) & 1:
+                    key = ninf
+        out[o + t] = key
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
+    groups = (rows.size + 255) // 256
+    sink = np.zeros(groups, np.float32)
+    for g in prange(groups):
+        r0, r1 = g * 256, min(rows.size, g * 256 + 256)
+        # touch the group's rows first: the loads of this tight loop overlap, so the
+        # memory latency is paid about once per group instead of once per row
+        touch = np.float32(0.0)
+        for r in range(r0, r1):
+            touch += x[rows[r] * width]
+            if kind == 2 or dead_mode == 1:
+                touch += v[rows[r] * width]
+        sink[g] = touch
+        for r in range(r0, r1):
+            _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
