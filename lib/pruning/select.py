@@ -174,13 +174,21 @@ def position_hash(pos: torch.Tensor) -> torch.Tensor:
     return h.bitwise_xor_(h >> 13)
 
 
+def kth_smallest(t: torch.Tensor, k: int):
+    """The k-th smallest (1-based) element of a 1-D tensor without NaN: numpy's partition on
+    CPU (about ten times torch.kthvalue's speed there), torch.kthvalue elsewhere."""
+    if t.device.type == "cpu":
+        return np.partition(t.numpy(), k - 1)[k - 1]
+    return torch.kthvalue(t, k).values
+
+
 def pick_ties(positions: torch.Tensor, offset: int, k: int) -> torch.Tensor:
     """The k of `positions` (ascending) whose global index offset + position has the
     smallest hash; equal hashes (possible beyond 2**31 weights) go by position."""
     if k >= positions.numel():
         return positions
     h = position_hash(positions + offset)
-    kth = int(torch.kthvalue(h, k).values)
+    kth = int(kth_smallest(h, k))
     chosen = positions[h < kth]
     more = k - chosen.numel()
     if more:
@@ -394,7 +402,7 @@ def _resolve(source, sel, band, r, chunk_dead, drop=None):
     allk = torch.cat([k for _, _, k in band])
     allp = torch.cat([p for _, p, _ in band])
     sizes = [k.numel() for _, _, k in band]
-    sel.tau = float(torch.kthvalue(allk, r).values)
+    sel.tau = float(kth_smallest(allk, r))
     go = allk < sel.tau
     sel.ties = int(torch.count_nonzero(allk == sel.tau))
     sel.tie_drops = r - int(torch.count_nonzero(go))
