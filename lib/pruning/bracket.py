@@ -38,6 +38,11 @@ import torch.nn.functional as F
 from lib.pruning import cpu_pass, score_registry, scores
 from lib.pruning.masks import _alive_table, pack_bits
 
+
+def resolve_bytes(band, keys):
+    from lib.pruning.select import resolve_bytes as of
+    return of(band, keys)
+
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
 SAMPLE_KEYS = 1 << 19
 Z = 4.5  # standard errors either side: a miss (one more pass) about once in 150,000 updates
@@ -195,7 +200,7 @@ RANGE = 1 << 22  # positions per compiled call: bounds the blocks' band scratch
 SCRATCH_BYTES = 12  # per band slot of a call's blocks: int64 position, float32 key
 
 
-def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac):
+def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac, bracketed=True):
     """_one_pass through cpu_pass: one compiled loop per tensor range (the source's own
     inputs when it has `cpu_inputs`, else its keys chunk by chunk), new bits only, committed
     by `prune_bits`."""
@@ -234,11 +239,21 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                     v = dead_arr[a:b]
                 cap_b = cpu_pass.block_cap(b - a, band_frac)
                 sel.chunk_visits += -(-(b - a) // source.chunk)
-                c_lo, c_band, c_neg, c_new, over = cpu_pass.classify(
-                    kind, x, v, dead_mode, dead_part, exact, lo, hi, scores.EPS, score_registry.VMAX, a,
-                    bits[byte_at[i] + a // 8:byte_at[i] + (b + 7) // 8], pos_buf, key_buf, cap_b)
-                if over:
-                    return None
+                args = (kind, x, v, dead_mode, dead_part, exact, lo, hi, scores.EPS, score_registry.VMAX, a,
+                        bits[byte_at[i] + a // 8:byte_at[i] + (b + 7) // 8])
+                c_lo, c_band, c_neg, c_new, over = cpu_pass.classify(*args, pos_buf, key_buf, cap_b)
+                if over:  # a block held more than its share: the range again as one block, if the band fits
+                    if in_band + c_band > cap:
+                        return None
+                    ledger.hold(c_band * SCRATCH_BYTES)
+                    try:
+                        p_all, k_all = np.empty(c_band, np.int64), np.empty(c_band, np.float32)
+                        c_lo, c_band, c_neg, c_new, _ = cpu_pass.classify(*args, p_all, k_all, c_band, b - a)
+                    finally:
+                        ledger.free(c_band * SCRATCH_BYTES)
+                    pos_buf_r, key_buf_r = p_all, k_all
+                else:
+                    pos_buf_r, key_buf_r = pos_buf, key_buf
                 below[i] += c_lo
                 new[i] += c_new
                 n_lo += c_lo
@@ -249,7 +264,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                         return None
                     ledger.hold(c_band * 12)  # int64 positions and float32 keys
                     held += c_band * 12
-                    p, k = pos_buf[:c_band], key_buf[:c_band]
+                    p, k = pos_buf_r[:c_band], key_buf_r[:c_band]
                     # one entry per chunk, as the radix route collects them (tie quotas are per entry)
                     cuts = np.searchsorted(p, np.arange(a - a % source.chunk + source.chunk, b, source.chunk))
                     for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
@@ -263,10 +278,10 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         if not 0 <= r <= in_band:
             return None
         chunk_dead = {(i, 0): c for i, c in enumerate(below)}
-        sel.tau, sel.bracketed = lo, True
+        sel.tau, sel.bracketed = lo, bracketed
         if r:
-            ledger.hold(in_band * 18)
-            held += in_band * 18
+            ledger.hold(resolve_bytes(band, in_band))
+            held += resolve_bytes(band, in_band)
 
             def drop(i, pos):  # the band's chosen join the recorded bits: one commit for both
                 p = pos.numpy()
@@ -364,8 +379,8 @@ def _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, fini
             source.prune(j, a, b, ops.keep(seg, b - a))
         sel.tau, sel.bracketed = lo, True
         if r:
-            ledger.hold(in_band * 18)
-            held += in_band * 18
+            ledger.hold(resolve_bytes(band, in_band))
+            held += resolve_bytes(band, in_band)
             resolve(source, sel, band, r, chunk_dead)
         return finish(sel, chunk_dead, dead, goal)
     finally:

@@ -14,9 +14,9 @@ def _bitter7(w, v, eps, vmax):
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys,
-              cap, stats):
+              cap, block, stats):
     n = x.size
-    nblk = (n + BLOCK - 1) // BLOCK
+    nblk = (n + block - 1) // block
     per = np.zeros((nblk, 4), np.int64)
     gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
     inf = np.float32(np.inf)
@@ -24,8 +24,8 @@ def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset
     zero = np.float32(0.0)
     one = np.uint8(1)
     for k in prange(nblk):
-        a = k * BLOCK
-        b = min(n, a + BLOCK)
+        a = k * block
+        b = min(n, a + block)
         kt = np.empty(TILE, np.float32)
         live = np.ones(TILE, np.uint8)
         lt = np.zeros(TILE, np.uint8)
@@ -116,9 +116,11 @@ def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset
         below += per[k, 0]
         neg += per[k, 2]
         new += per[k, 3]
+        band += per[k, 1]
         if per[k, 1] > cap:
             over = 1
     if over == 0:  # move each block's band down to one run (never onto unread entries)
+        band = 0
         for k in range(nblk):
             c = per[k, 1]
             src = k * cap
@@ -205,3 +207,62 @@ def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out
         sink[g] = touch
         for r in range(r0, r1):
             _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
+
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, threads, nan):
+    # exact keys (pruned positions -inf); counts the `width` bits after the `used`-bit
+    # `prefix` of each key's ordered pattern, over the keys holding that prefix
+    n = x.size
+    size = 1 << width
+    local = np.zeros((threads, 2, size), np.int64)  # two tables: alternate positions count apart
+    neg = np.zeros(threads, np.int64)
+    nans = np.zeros(threads, np.int64)
+    shift = np.uint32(32 - used - width)
+    mask = np.uint32(size - 1)
+    ninf = np.float32(-np.inf)
+    span = (n + threads - 1) // threads
+    for t in prange(threads):
+        a = t * span
+        b = min(n, a + span)
+        even, odd = local[t, 0], local[t, 1]
+        c_neg = 0
+        fb = np.empty(1, np.float32)
+        ub = fb.view(np.uint32)  # a float's pattern through memory: numba has no bit cast
+        for i in range(a, b):
+            if kind == 2:
+                key = _bitter7(x[i], v[i], eps, vmax)
+            elif kind == 1:
+                key = abs(x[i])
+            else:
+                key = x[i] + np.float32(0.0)
+            if dead_mode == 1:
+                if v[i] == np.float32(np.inf):
+                    key = ninf
+            elif dead_mode == 2:
+                if (dead_bits[i >> 3] >> (i & 7)) & 1:
+                    key = ninf
+            if key == ninf:  # most keys late in the ramp: counted in a register, not a table
+                c_neg += 1
+                continue
+            if key != key:
+                nans[t] += 1
+            fb[0] = key
+            p = ub[0]
+            # the pattern as an unsigned integer in the keys' order: negative patterns
+            # reversed below the positive ones; NaN lands beyond -inf or +inf
+            u = ~p if p & np.uint32(0x80000000) else p | np.uint32(0x80000000)
+            if used == 0 or (u >> np.uint32(32 - used)) == np.uint32(prefix):
+                if i & 1:
+                    odd[(u >> shift) & mask] += 1
+                else:
+                    even[(u >> shift) & mask] += 1
+        neg[t] = c_neg
+    for t in range(threads):
+        for d in range(size):
+            hist[d] += local[t, 0, d] + local[t, 1, d]
+    # -inf's ordered pattern is 0x007FFFFF
+    u_neg = 0x007FFFFF
+    if used == 0 or (u_neg >> (32 - used)) == prefix:
+        hist[(u_neg >> (32 - used - width)) & (size - 1)] += neg.sum()
+    nan[0] += nans.sum()

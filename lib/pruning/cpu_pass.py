@@ -61,6 +61,8 @@ def warm():
              np.zeros(512, np.float32), 512)
     gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16, np.zeros(32, np.float32))
     scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1)
+    digit_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 0, 11, np.zeros(2048, np.int64),
+               np.zeros(1, np.int64))
 
 
 def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
@@ -76,13 +78,16 @@ def block_cap(length: int, band_share: float) -> int:
     return int(min(BLOCK, length, max(512, np.ceil(8 * band_share * BLOCK))))
 
 
-def classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys, cap):
-    """Classify the positions of one range (numpy arrays; see the module notes). Returns
-    (below lo, band size, -inf keys, new bits, overflowed); the band's positions
+def classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys, cap,
+             block=BLOCK):
+    """Classify the positions of one range (numpy arrays; see the module notes), in blocks of
+    `block` positions holding at most `cap` band entries each. Returns (below lo, band size,
+    -inf keys, new bits, overflowed); unless a block overflowed, the band's positions
     (offset-based) and keys are pos[:band], keys[:band], ascending."""
     stats = np.zeros(5, np.int64)
-    kernels()._classify(kind, x, v, dead_mode, dead_bits, bool(exact), np.float32(lo), np.float32(hi), np.float32(eps),
-              np.float32(vmax), int(offset), new_bits, pos, keys, int(cap), stats)
+    kernels()._classify(kind, x, v, dead_mode, dead_bits, bool(exact), np.float32(lo), np.float32(hi),
+                        np.float32(eps), np.float32(vmax), int(offset), new_bits, pos, keys, int(cap), int(block),
+                        stats)
     return int(stats[0]), int(stats[1]), int(stats[2]), int(stats[3]), bool(stats[4])
 
 
@@ -104,3 +109,25 @@ def scatter(bits, target, pattern: int, second=None, pattern2: int = 0, count=No
 def set_threads(n: int):
     import numba
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan):
+    """Add to `hist` (int64, 2**width) the counts of the `width` bits that follow the
+    `used`-bit `prefix` in the ordered patterns (`ordered`) of one range's exact keys,
+    pruned positions at -inf; keys without that prefix are not counted. Adds the NaN keys
+    seen to nan[0]."""
+    import numba
+    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix),
+                          int(used), int(width), hist, numba.get_num_threads(), nan)
+
+
+def ordered(x: float) -> int:
+    """The float32 pattern of x as an unsigned integer in float order (NaN beyond +-inf)."""
+    p = int(np.array([x], np.float32).view(np.uint32)[0])
+    return (~p & 0xFFFFFFFF) if p & 0x80000000 else p | 0x80000000
+
+
+def from_ordered(u: int) -> float:
+    """Inverse of ordered()."""
+    p = (u & 0x7FFFFFFF) if u & 0x80000000 else (~u & 0xFFFFFFFF)
+    return float(np.array([p], np.uint32).view(np.float32)[0])

@@ -79,11 +79,21 @@ def _bitter6(w, m, v, *, step, beta1, eps, out, tmp):
     return out.div_(torch.clamp(v, max=VMAX, out=tmp).add_(eps).sqrt_())
 
 
+def _sqrt_(t):
+    """t's correctly rounded square root, in place. torch's vectorised float32 sqrt on CPU
+    is an ulp off for about one value in six (AVX-512, torch 2.14), and the compiled mask
+    update (lib/pruning/cpu_pass.py) rounds correctly: through float64 both agree bit for
+    bit (a float64 square root rounded to float32 is the correctly rounded one)."""
+    if t.device.type == "cpu":
+        return t.copy_(t.double().sqrt_())
+    return t.sqrt_()
+
+
 def _bitter7(w, m, v, *, step, beta1, eps, out, tmp):
     import torch
     # sqrt is several times slower on +inf than on finite inputs (CPU), and a pruned
     # position's score is discarded anyway: clamp first
-    torch.clamp(v, max=VMAX, out=tmp).add_(eps).sqrt_().sqrt_()
+    _sqrt_(_sqrt_(torch.clamp(v, max=VMAX, out=tmp).add_(eps)))
     return torch.abs(w, out=out).mul_(tmp)
 
 
@@ -93,7 +103,7 @@ def _bitter7_squared(w, v, *, eps, out, tmp):
     side's multiplies differ: within 6 * 2**-24 relative while w^2 and the product are
     normal floats (SQUARED_REL leaves a 25x margin)."""
     import torch
-    torch.clamp(v, max=VMAX, out=tmp).add_(eps).sqrt_()
+    _sqrt_(torch.clamp(v, max=VMAX, out=tmp).add_(eps))
     return torch.mul(w, w, out=out).mul_(tmp)
 
 
@@ -125,7 +135,7 @@ SCORES = (
     Score("bitter5", "-sign(w)*m/(sqrt(v)+eps)+0.1|w|", _bitter5, False, kconfig="ADAMWPRUNE_VARIANT_BITTER5"),
     Score("bitter6", "|w|*sqrt(|m|+eps)*|m|/sqrt(v+eps)", _bitter6, True, kconfig="ADAMWPRUNE_VARIANT_BITTER6"),
     Score("bitter7", "|w|*(v+eps)^(1/4)", _bitter7, True, kconfig="ADAMWPRUNE_VARIANT_BITTER7",
-          squared=_bitter7_squared, kernel="bitter7"),
+          squared=_bitter7_squared, kernel="bitter7", work_bytes=8),  # the float64 square roots
     Score("bitter8", "|w|*sqrt(|m|/(1-beta1^t))", _bitter8, True, kconfig="ADAMWPRUNE_VARIANT_BITTER8"),
     Score("bitter9", "|w|*(v+eps)^(1/4) in bfloat16", _bitter9, True, kconfig="ADAMWPRUNE_VARIANT_BITTER9",
           native_dtype=True, work_bytes=8),

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lib.pruning import radix_cpu
 from lib.pruning.bracket import bracketed
 
 INF = float("inf")
@@ -59,13 +60,17 @@ NEG_INF_BITS, POS_INF_BITS = 0xFF800000, 0x7F800000  # NaN patterns lie above ea
 # bytes per chunk element of select's own buffers: two float flags (the bin index of the
 # first pass reuses them) and one bool
 SELECT_WORK_BYTES = 9
-# per collected key: its position (int64) and key while collected, then the copies,
-# flags and indices of resolving; a chunk's list of in-range positions is 8 per key more
-BAND_BYTES, RESOLVE_BYTES, POS_BYTES = 12, 18, 8
+# per collected key: its position (int64) and key while collected, then what resolving
+# makes (the keys' copy, two flags, one tensor's positions and those chosen), plus
+# ENTRY_BYTES per entry; a chunk's list of in-range positions is 8 per key more
+BAND_BYTES, RESOLVE_BYTES, POS_BYTES, ENTRY_BYTES = 12, 22, 8, 16
 COLLECT_BYTES = BAND_BYTES + RESOLVE_BYTES
 TIE_BYTES = 40  # per tied key of a chunk whose ties are picked: positions, hashes, their compares
 WIDE, NARROW = (16, 16), (11, 11, 10)  # radix digits: the wide first digit needs 2 MiB of counts
 MAX_PASSES = 1 + len(NARROW) + 1  # the bracketed pass (bracket.py), then the radix bound
+# the radix selection through compiled loops on CPU (radix_cpu.py); tests switch it off to
+# exercise the torch route
+COMPILED = True
 
 
 def hist_bytes(digits) -> int:
@@ -287,6 +292,22 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
                          ledger=ledger, sample_keys=sample, resolve=_resolve, finish=_finish)
         if done is not None:
             return done
+    if COMPILED and count < alive and radix_cpu.available(source):
+        from lib.pruning.bracket import _compiled_pass
+        done = radix_cpu.compiled_radix(source, count, dead, sel, cap=cap, digits=digits, ledger=ledger,
+                                        resolve=_resolve, finish=_finish, compiled_pass=_compiled_pass)
+        if isinstance(done, Selection):
+            return done
+        if done is not None:  # one value with more ties than `cap`: the torch route's last pass
+            sel.tau, sel.ties, sel.tie_drops = done
+            ledger.hold(chunk * SELECT_WORK_BYTES)
+            try:
+                chunk_dead = {}
+                prune_at_tau(source, sel, list(chunks(source)), True, torch.empty(2, chunk, device=source.device),
+                             chunk_dead, ledger)
+            finally:
+                ledger.free(chunk * SELECT_WORK_BYTES)
+            return _finish(sel, chunk_dead, dead, dead_total + count)
     work = chunk * SELECT_WORK_BYTES
     ledger.hold(work)
     try:
@@ -357,9 +378,9 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
                 ledger.free(pos.numel() * (POS_BYTES + 4))
             sel.passes += 1
             if collect:
-                ledger.hold(in_range * RESOLVE_BYTES)
+                ledger.hold(resolve_bytes(band, in_range))
                 _resolve(source, sel, band, r, chunk_dead)
-                ledger.free(held + in_range * RESOLVE_BYTES)
+                ledger.free(held + resolve_bytes(band, in_range))
                 return _finish(sel, chunk_dead, dead, dead_total + count)
             ordered = counts.flip(0) if negative else counts  # below 0 a larger pattern is lower
             rank, below = _rank_of_count(ordered, r)
@@ -372,26 +393,38 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
 
         # 3. one value left: prune below it and the chosen ties
         sel.tau, sel.ties, sel.tie_drops = lo, in_range, r
-        seen = 0
-        for j, a, b in todo:
-            n = b - a
-            key = source.keys(j, a, b, exact)
-            keep = torch.ge(key, sel.tau, out=flags[0, :n])
-            tied = torch.eq(key, sel.tau, out=flags[1, :n])
-            t_c = int(tied.sum())
-            q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
-            seen += t_c
-            if q:
-                ledger.hold(t_c * TIE_BYTES)
-                keep.index_fill_(0, pick_ties(torch.nonzero(tied).view(-1), source.offsets[j] + a, q), 0.0)
-                ledger.free(t_c * TIE_BYTES)
-            source.prune(j, a, b, keep)
-            chunk_dead[(j, a)] = n - int(keep.sum())
-            sel.chunk_visits += 1
-        sel.passes += 1
+        prune_at_tau(source, sel, todo, exact, flags, chunk_dead, ledger)
         return _finish(sel, chunk_dead, dead, dead_total + count)
     finally:
         ledger.free(work)
+
+
+def prune_at_tau(source, sel, todo, exact, flags, chunk_dead, ledger):
+    """One pass over the chunks `todo` (every chunk holding keys equal to sel.tau): prune the
+    keys below sel.tau and sel.tie_drops of the sel.ties keys equal to it, spread by
+    tie_quota and pick_ties. `flags`: float32 (2, chunk) scratch."""
+    seen = 0
+    for j, a, b in todo:
+        n = b - a
+        key = source.keys(j, a, b, exact)
+        keep = torch.ge(key, sel.tau, out=flags[0, :n])
+        tied = torch.eq(key, sel.tau, out=flags[1, :n])
+        t_c = int(tied.sum())
+        q = tie_quota(sel.tie_drops, sel.ties, seen, t_c) if t_c else 0
+        seen += t_c
+        if q:
+            ledger.hold(t_c * TIE_BYTES)
+            keep.index_fill_(0, pick_ties(torch.nonzero(tied).view(-1), source.offsets[j] + a, q), 0.0)
+            ledger.free(t_c * TIE_BYTES)
+        source.prune(j, a, b, keep)
+        chunk_dead[(j, a)] = n - int(keep.sum())
+        sel.chunk_visits += 1
+    sel.passes += 1
+
+
+def resolve_bytes(band, keys: int) -> int:
+    """Bytes _resolve allocates for `keys` collected keys in the entries `band`."""
+    return keys * RESOLVE_BYTES + len(band) * ENTRY_BYTES
 
 
 def _resolve(source, sel, band, r, chunk_dead, drop=None):
@@ -400,7 +433,6 @@ def _resolve(source, sel, band, r, chunk_dead, drop=None):
     prunes tensor j's chosen positions (default: source.prune_at)."""
     sel.collected = True
     allk = torch.cat([k for _, _, k in band])
-    allp = torch.cat([p for _, p, _ in band])
     sizes = [k.numel() for _, _, k in band]
     sel.tau = float(kth_smallest(allk, r))
     go = allk < sel.tau
@@ -422,15 +454,16 @@ def _resolve(source, sel, band, r, chunk_dead, drop=None):
             start += n
     del allk
     # entries come in tensor order: one split per run of a tensor's entries
-    runs = []
-    for (j, _, _), n in zip(band, sizes):
+    runs = []  # [tensor, keys, first entry, entry after the last]
+    for e, ((j, _, _), n) in enumerate(zip(band, sizes)):
         if runs and runs[-1][0] == j:
             runs[-1][1] += n
+            runs[-1][3] = e + 1
         else:
-            runs.append([j, n])
-    counts = [n for _, n in runs]
-    for (j, _), p, g in zip(runs, allp.split(counts), go.split(counts)):
-        pos = p[g]
+            runs.append([j, n, e, e + 1])
+    for (j, _, e0, e1), g in zip(runs, go.split([n for _, n, _, _ in runs])):
+        entries = [p for _, p, _ in band[e0:e1]]
+        pos = (entries[0] if len(entries) == 1 else torch.cat(entries))[g]  # one tensor's positions at a time
         if pos.numel():
             (drop or source.prune_at)(j, pos)
             chunk_dead[(j, -1)] = chunk_dead.get((j, -1), 0) + pos.numel()

@@ -1,0 +1,95 @@
+"""The radix selection of select.py through cpu_pass's compiled loops (CPU).
+
+Models too small for the sampled bracket (their band would not fit the memory budget), and
+updates whose bracket missed, used to take the torch radix route: two or three passes of
+about fifteen kernels per chunk. Here each pass is one compiled loop per tensor:
+
+1. count the first digit (16 or 11 bits, select's digits) of every exact key's ordered
+   pattern (pruned positions at -inf; cpu_pass.ordered), then the next digit inside the bin
+   that holds the cut, and so on, stopping as soon as the cut's bin holds at most `cap` keys;
+2. bracket._compiled_pass with [lo, hi) = that bin's value range: the keys below are the
+   recorded bits, the bin's keys are the band, and select._resolve settles the cut there
+   with the same threshold, tie quotas and tie hash as every other route;
+3. a bin that is one value held by more than `cap` keys (massive exact ties) is pruned by
+   select.prune_at_tau, the torch route's own last pass.
+
+So an update takes 2 to 4 passes here, never more than the torch radix route's bound; a NaN,
+a live -inf, or a bin that outgrows a block's share returns None having pruned nothing, and
+the torch route runs (and refuses a NaN with its error).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lib.pruning import cpu_pass, score_registry, scores
+
+POS_INF = 0xFF800000  # +inf's ordered pattern; -inf's is 0x007FFFFF
+THREADS = 2  # counting threads at most: each adds two tables of counts
+
+
+def hist_bytes(digits) -> int:
+    """The counts of a digit and the threads' tables (int64)."""
+    return (1 + 2 * THREADS) * 8 * (1 << max(digits))
+
+
+def available(source) -> bool:
+    return source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
+
+
+def _count(source, prefix, used, width, hist, nan, sel):
+    none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
+    for i, n in enumerate(source.sizes):
+        inputs = source.cpu_inputs(i, True)
+        if inputs is not None:
+            kind, x, v, dead_mode, dead = inputs
+            if dead_mode == cpu_pass.DEAD_STATE:
+                v = dead
+            cpu_pass.digit_hist(kind, x, none_f if v is None else v, dead_mode,
+                                dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, scores.EPS,
+                                score_registry.VMAX, prefix, used, width, hist, nan)
+            sel.chunk_visits += -(-n // source.chunk)
+            continue
+        for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
+            b = min(a + source.chunk, n)
+            cpu_pass.digit_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
+                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan)
+            sel.chunk_visits += 1
+    sel.passes += 1
+
+
+def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, finish, compiled_pass):
+    """Prune the `count` lowest live keys of `source` (module notes) counting `digits`
+    (select.WIDE or NARROW), or return None having pruned nothing; or (tau, ties, ties to
+    prune) when the cut is one value with more than `cap` ties."""
+    total = sum(source.sizes)
+    dead_total = sum(dead)
+    goal = dead_total + count
+    prefix, used, r, in_range = 0, 0, goal, total
+    ledger.hold(hist_bytes(digits))
+    try:
+        cpu_pass.set_threads(min(THREADS, torch.get_num_threads()))
+        for width in digits:
+            hist = np.zeros(1 << width, np.int64)
+            nan = np.zeros(1, np.int64)
+            _count(source, prefix, used, width, hist, nan, sel)
+            if used == 0:
+                if nan[0] or hist[0x007FFFFF >> (32 - width)] != dead_total:
+                    return None  # a NaN or a live -inf: the torch route refuses it
+            cum = np.cumsum(hist)
+            d = int(np.searchsorted(cum, r))  # the first bin whose running count reaches r
+            below = int(cum[d - 1]) if d else 0
+            in_range, r = int(hist[d]), r - below
+            prefix, used = (prefix << width) | d, used + width
+            if in_range <= cap:
+                break
+    finally:
+        ledger.free(hist_bytes(digits))
+    first = prefix << (32 - used)
+    after = first + (1 << (32 - used))
+    lo = cpu_pass.from_ordered(first)
+    hi = cpu_pass.from_ordered(after) if after <= POS_INF else float("inf")
+    if in_range <= cap:
+        return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, resolve, finish, in_range / total,
+                             bracketed=False)
+    return lo, in_range, r  # one value, too many ties to collect: the caller prunes at tau

@@ -1,0 +1,206 @@
+"""The compiled CPU loops of the mask update (lib/pruning/cpu_pass.py, radix_cpu.py): their
+keys equal torch's scores bit for bit, their counts and commits equal independent numpy
+computations, and through the Pruner they prune exactly the positions the torch routes
+prune, on ordinary and adversarial inputs."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from lib.pruning import bracket, cpu_pass, prunable_weights, radix_cpu, score_registry, select
+from lib.pruning.pruner import Pruner
+from lib.pruning.schedule import sparsity_at
+from lib.pruning.scores import EPS, score
+
+NB = np.zeros(1, np.uint8)
+NF = np.zeros(0, np.float32)
+
+
+def _ordered(x):
+    p = x.view(np.uint32)
+    return np.where(p & 0x80000000, ~p, p | 0x80000000)
+
+
+def _awkward(n, seed):
+    """Weights and second moments over many decades, with zeros, subnormals, huge values,
+    ties and pruned (w = 0, v = +inf) positions."""
+    g = np.random.default_rng(seed)
+    w = (g.standard_normal(n) * 10.0 ** g.uniform(-30, 10, n)).astype(np.float32)
+    v = (g.random(n) * 10.0 ** g.uniform(-38, 38, n)).astype(np.float32)
+    w[g.random(n) < 0.05] = 0.0
+    w[g.random(n) < 0.05] = np.float32(1.5e-40)  # subnormal
+    v[g.random(n) < 0.05] = 0.0
+    w[: n // 10] = np.round(w[: n // 10] * 4) / 4
+    dead = g.random(n) < 0.2
+    w[dead], v[dead] = 0.0, np.inf
+    return w, v, dead
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_keys_equal_torch_scores_bit_for_bit(seed):
+    n = 200_003
+    w, v, dead = _awkward(n, seed)
+    tw, tv = torch.from_numpy(w), torch.from_numpy(v)
+    for kind, ref in ((cpu_pass.BITTER7, score("bitter7", tw, tw, tv, step=3)), (cpu_pass.ABS, tw.abs())):
+        rows = np.arange(n // 16, dtype=np.int64)
+        out = np.empty(rows.size * 16, np.float32)
+        cpu_pass.gather(kind, w, v, cpu_pass.DEAD_STATE, NB, False, EPS, score_registry.VMAX, rows, 16, out)
+        assert np.array_equal(out.view(np.uint32), ref.numpy()[: out.size].view(np.uint32))
+        # the band keys of a pass are the same numbers
+        k = ref.numpy()
+        lo, hi = np.float32(np.quantile(k, 0.3)), np.float32(np.quantile(k, 0.5))
+        bits = np.zeros((n + 7) // 8, np.uint8)
+        block = 1 << 15  # each block may hold a whole block of band entries
+        slots = -(-n // block) * block
+        pos, keys = np.empty(slots, np.int64), np.empty(slots, np.float32)
+        below, band, _, new, over = cpu_pass.classify(kind, w, v, cpu_pass.DEAD_STATE, NB, False, lo, hi, EPS,
+                                                      score_registry.VMAX, 0, bits, pos, keys, block, block)
+        assert not over and below == int((k < lo).sum())
+        want = np.flatnonzero((k >= lo) & (k < hi))
+        assert np.array_equal(pos[:band], want) and np.array_equal(keys[:band], k[want])
+        assert np.array_equal(np.unpackbits(bits, count=n, bitorder="little").astype(bool), (k < lo) & ~dead)
+        assert new == int(((k < lo) & ~dead).sum())
+
+
+def test_a_block_past_its_share_is_reported_and_a_one_block_retry_holds_it():
+    n = 1 << 16
+    keys = np.zeros(n, np.float32)
+    keys[:5000] = 0.5  # all of the band in the first block
+    bits = np.zeros(n // 8, np.uint8)
+    pos, kk = np.empty(2 * 512, np.int64), np.empty(2 * 512, np.float32)
+    got = cpu_pass.classify(cpu_pass.KEYS, keys, NF, cpu_pass.DEAD_NONE, NB, False, 0.25, 1.0,
+                            EPS, score_registry.VMAX, 0, bits, pos, kk, 512)
+    assert got[4] and got[1] == 5000  # overflowed, and says how many the band holds
+    pos, kk = np.empty(5000, np.int64), np.empty(5000, np.float32)
+    got = cpu_pass.classify(cpu_pass.KEYS, keys, NF, cpu_pass.DEAD_NONE, NB, False, 0.25, 1.0,
+                            EPS, score_registry.VMAX, 0, bits, pos, kk, 5000, n)
+    assert not got[4] and np.array_equal(pos[:5000], np.arange(5000))
+
+
+@pytest.mark.parametrize("dead_mode", [cpu_pass.DEAD_NONE, cpu_pass.DEAD_STATE, cpu_pass.DEAD_BITS])
+def test_digit_counts_equal_a_bincount_of_the_ordered_patterns(dead_mode):
+    g = np.random.default_rng(3)
+    n = 100_001
+    x = (g.standard_normal(n) * 10.0 ** g.uniform(-5, 5, n)).astype(np.float32)
+    x[::7] = 0.0
+    dead = g.random(n) < 0.3
+    v = np.where(dead, np.inf, 1.0).astype(np.float32)
+    dead_bits = np.packbits(dead, bitorder="little")
+    key = x + np.float32(0.0)
+    if dead_mode != cpu_pass.DEAD_NONE:
+        key = np.where(dead, np.float32(-np.inf), key)
+    u = _ordered(key)
+    h = np.zeros(2048, np.int64)
+    nan = np.zeros(1, np.int64)
+    cpu_pass.digit_hist(cpu_pass.KEYS, x, v, dead_mode, dead_bits if dead_mode == cpu_pass.DEAD_BITS else NB,
+                        EPS, score_registry.VMAX, 0, 0, 11, h, nan)
+    assert np.array_equal(h, np.bincount(u >> 21, minlength=2048)) and nan[0] == 0
+    prefix = int(u[1] >> 21)
+    h2 = np.zeros(2048, np.int64)
+    cpu_pass.digit_hist(cpu_pass.KEYS, x, v, dead_mode, dead_bits if dead_mode == cpu_pass.DEAD_BITS else NB,
+                        EPS, score_registry.VMAX, prefix, 11, 11, h2, nan)
+    assert np.array_equal(h2, np.bincount((u[(u >> 21) == prefix] >> 10) & 2047, minlength=2048))
+    x[5] = np.nan
+    cpu_pass.digit_hist(cpu_pass.KEYS, x, v, cpu_pass.DEAD_NONE, NB, EPS, score_registry.VMAX, 0, 0, 11, h, nan)
+    assert nan[0] == 1
+
+
+def test_ordered_patterns_round_trip_and_sort_like_the_floats():
+    xs = [-np.inf, -3e38, -1.0, -1e-45, 0.0, 1e-45, 1e-30, 1.0, 3e38, np.inf]
+    us = [cpu_pass.ordered(x) for x in xs]
+    assert us == sorted(us) and len(set(us)) == len(us)
+    assert [cpu_pass.from_ordered(u) for u in us] == [float(np.float32(x)) for x in xs]
+
+
+@pytest.mark.parametrize("share", [0.001, 0.1])  # the byte-at-a-time and the word-at-a-time commit
+def test_scatter_writes_exactly_the_set_bits(share):
+    g = np.random.default_rng(4)
+    n = 70_001
+    hit = g.random(n) < share
+    bits = np.zeros(-(-n // 64) * 8, np.uint8)
+    bits[: (n + 7) // 8] = np.packbits(hit, bitorder="little")
+    bits = bits[: (n + 7) // 8]
+    a, b = np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32) + 1
+    cpu_pass.scatter(bits, a, -1, b, -2, count=int(hit.sum()))
+    assert np.array_equal(a, np.where(hit, -1, np.arange(n))) and np.array_equal(b, np.where(hit, -2, np.arange(n) + 1))
+
+
+# -- through the Pruner: the compiled routes prune what the torch routes prune ------------------
+def _model(kind, seed=2):
+    torch.manual_seed(seed)
+    if kind == "tiny":
+        return nn.Sequential(*[nn.Linear(4, 4, bias=False) for _ in range(300)])
+    if kind == "convs":
+        m = nn.Sequential(nn.Conv2d(64, 64, 3, bias=False), nn.Conv2d(64, 128, 3, bias=False))
+        with torch.no_grad():
+            for p in m.parameters():
+                p[..., 1] *= 3.0
+        return m
+    m = nn.Sequential(nn.Linear(512, 768, bias=False), nn.Linear(768, 512, bias=False))
+    if kind == "ties":
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randint(-8, 8, p.shape).float() / 256)
+    if kind == "zeros":
+        with torch.no_grad():
+            for p in m.parameters():
+                p.masked_fill_(torch.rand(p.shape) < 0.3, 0.0)
+    return m
+
+
+def _masks(kind, opt_name, method, compiled, monkeypatch, **kw):
+    monkeypatch.setattr(bracket, "FUSED", compiled)
+    monkeypatch.setattr(select, "COMPILED", compiled)
+    model = _model(kind)
+    if opt_name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    pr = Pruner(opt, prunable_weights(model), target=0.9, warmup_end=2, ramp_end=12, frequency=5, **method, **kw)
+    gen = torch.Generator().manual_seed(9)
+    out, routes = [], []
+    for t in range(1, 13):
+        for p in model.parameters():
+            g = torch.randn(p.shape, generator=gen) * 1e-3
+            if kind == "ties":
+                g = torch.round(g * 1e3) * 1e-3  # equal moments too
+            p.grad = g
+        pr.before_update()
+        opt.step()
+        if t in (2, 7, 12):
+            pr.update(t)
+            assert pr.pruned_count() == round(sparsity_at(t, warmup_end=2, ramp_end=12, final=0.9) * pr.total)
+            out.append([copy.deepcopy(pr.rep.dead_mask(j)) for j in range(len(pr.params))])
+            routes.append([(s.bracketed, s.collected) for s in pr.selections if s.passes])
+    monkeypatch.undo()
+    return out, routes
+
+
+CASES = [
+    ("plain", "adamw", dict(method="state", variant="bitter7"), {}),
+    ("plain", "adamw", dict(method="state", variant="bitter7"), dict(sample=1 << 15, band_cap=1 << 16, chunk=1 << 14)),
+    ("ties", "adamw", dict(method="state", variant="bitter7"), dict(cap=256)),
+    ("zeros", "adamw", dict(method="magnitude"), {}),
+    ("zeros", "sgd", dict(method="magnitude"), {}),
+    ("convs", "adamw", dict(method="movement"), {}),
+    ("plain", "adamw", dict(method="state", variant="bitter0"), {}),
+    ("tiny", "adamw", dict(method="state", variant="bitter7"), {}),
+    ("plain", "adamw", dict(method="state", variant="bitter7", scope="layer"), {}),
+]
+
+
+@pytest.mark.parametrize("kind,opt_name,method,kw", CASES,
+                         ids=[f"{k}-{o}-{m.get('variant', m['method'])}-{i}" for i, (k, o, m, _) in enumerate(CASES)])
+def test_compiled_routes_prune_what_the_torch_routes_prune(kind, opt_name, method, kw, monkeypatch):
+    fast, _ = _masks(kind, opt_name, method, True, monkeypatch, **kw)
+    slow, _ = _masks(kind, opt_name, method, False, monkeypatch, **kw)
+    for a, b in zip(fast, slow):
+        assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_the_compiled_radix_takes_the_small_models():
+    assert radix_cpu.hist_bytes(select.NARROW) < radix_cpu.hist_bytes(select.WIDE)
+    _, routes = _masks("convs", "adamw", dict(method="magnitude"), True, pytest.MonkeyPatch())
+    assert sum(map(len, routes)) >= 2 and all(not b and c for r in routes for b, c in r)  # no sample, collected
