@@ -93,17 +93,21 @@ def test_digit_counts_equal_a_bincount_of_the_ordered_patterns(dead_mode):
         key = np.where(dead, np.float32(-np.inf), key)
     u = _ordered(key)
     h = np.zeros(2048, np.int64)
-    nan = np.zeros(1, np.int64)
+    nan, span = np.zeros(1, np.int64), cpu_pass.new_span()
     cpu_pass.digit_hist(cpu_pass.KEYS, x, v, dead_mode, dead_bits if dead_mode == cpu_pass.DEAD_BITS else NB,
-                        EPS, score_registry.VMAX, 0, 0, 11, h, nan)
+                        EPS, score_registry.VMAX, 0, 0, 11, h, nan, span)
     assert np.array_equal(h, np.bincount(u >> 21, minlength=2048)) and nan[0] == 0
+    assert list(span) == [u.min(), u.max()]
     prefix = int(u[1] >> 21)
-    h2 = np.zeros(2048, np.int64)
+    h2, span = np.zeros(2048, np.int64), cpu_pass.new_span()
     cpu_pass.digit_hist(cpu_pass.KEYS, x, v, dead_mode, dead_bits if dead_mode == cpu_pass.DEAD_BITS else NB,
-                        EPS, score_registry.VMAX, prefix, 11, 11, h2, nan)
-    assert np.array_equal(h2, np.bincount((u[(u >> 21) == prefix] >> 10) & 2047, minlength=2048))
+                        EPS, score_registry.VMAX, prefix, 11, 11, h2, nan, span)
+    inside = u[(u >> 21) == prefix]
+    assert np.array_equal(h2, np.bincount((inside >> 10) & 2047, minlength=2048))
+    assert list(span) == [inside.min(), inside.max()]
     x[5] = np.nan
-    cpu_pass.digit_hist(cpu_pass.KEYS, x, v, cpu_pass.DEAD_NONE, NB, EPS, score_registry.VMAX, 0, 0, 11, h, nan)
+    cpu_pass.digit_hist(cpu_pass.KEYS, x, v, cpu_pass.DEAD_NONE, NB, EPS, score_registry.VMAX, 0, 0, 11, h, nan,
+                        cpu_pass.new_span())
     assert nan[0] == 1
 
 

@@ -187,8 +187,8 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
     # keys below lo are all pruned, so lo must lie above the dead keys (and the live keys
     # equal to them): at least the next float32 above the floor
     lo = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
-    if band_frac * total > cap:
-        return None
+    if band_frac * total > cap or hi <= lo:
+        return None  # too wide, or the cut among the dead keys' value (a pass could only miss)
     if FUSED and source.device.type == "cpu" and cpu_pass.available():
         return _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac)
     return _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish)

@@ -210,22 +210,31 @@ def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, threads, nan):
+def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, threads, nan, span_out):
     # exact keys (pruned positions -inf); counts the `width` bits after the `used`-bit
-    # `prefix` of each key's ordered pattern, over the keys holding that prefix
+    # `prefix` of each key's ordered pattern, over the keys holding that prefix. Four
+    # tables per thread, by position mod 4: runs of equal keys (the pruned ones, ties) would
+    # make each count wait for the one before; no branch on the key's value either.
     n = x.size
     size = 1 << width
-    local = np.zeros((threads, 2, size), np.int64)  # two tables: alternate positions count apart
-    neg = np.zeros(threads, np.int64)
+    local = np.zeros((threads, 4, size + 64), np.int32)  # 64 spare slots: see below
     nans = np.zeros(threads, np.int64)
+    negs = np.zeros(threads, np.int64)
+    umin = np.full(threads, 0xFFFFFFFF, np.int64)
+    umax = np.full(threads, -1, np.int64)
     shift = np.uint32(32 - used - width)
+    top = np.uint32(32 - used) if used else np.uint32(0)
     mask = np.uint32(size - 1)
+    want = np.uint32(prefix)
     ninf = np.float32(-np.inf)
     span = (n + threads - 1) // threads
     for t in prange(threads):
         a = t * span
         b = min(n, a + span)
-        even, odd = local[t, 0], local[t, 1]
+        tab = local[t]
+        lo_u = np.uint32(0xFFFFFFFF)
+        hi_u = np.uint32(0)
+        c_nan = 0
         c_neg = 0
         fb = np.empty(1, np.float32)
         ub = fb.view(np.uint32)  # a float's pattern through memory: numba has no bit cast
@@ -237,32 +246,34 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
             else:
                 key = x[i] + np.float32(0.0)
             if dead_mode == 1:
-                if v[i] == np.float32(np.inf):
-                    key = ninf
+                key = ninf if v[i] == np.float32(np.inf) else key
             elif dead_mode == 2:
-                if (dead_bits[i >> 3] >> (i & 7)) & 1:
-                    key = ninf
-            if key == ninf:  # most keys late in the ramp: counted in a register, not a table
-                c_neg += 1
-                continue
-            if key != key:
-                nans[t] += 1
+                key = ninf if (dead_bits[i >> 3] >> (i & 7)) & 1 else key
+            c_nan += key != key
             fb[0] = key
             p = ub[0]
             # the pattern as an unsigned integer in the keys' order: negative patterns
             # reversed below the positive ones; NaN lands beyond -inf or +inf
             u = ~p if p & np.uint32(0x80000000) else p | np.uint32(0x80000000)
-            if used == 0 or (u >> np.uint32(32 - used)) == np.uint32(prefix):
-                if i & 1:
-                    odd[(u >> shift) & mask] += 1
-                else:
-                    even[(u >> shift) & mask] += 1
-        neg[t] = c_neg
+            if used == 0 or (u >> top) == want:
+                lo_u = min(lo_u, u)
+                hi_u = max(hi_u, u)
+                # -inf (the pruned positions, most of them late in the ramp) is counted in a
+                # register and its increments go round spare slots that are never read
+                neg = key == ninf
+                c_neg += neg
+                tab[i & 3, size + (i & 63) if neg else np.int64((u >> shift) & mask)] += 1
+        nans[t] = c_nan
+        negs[t] = c_neg
+        umin[t] = lo_u
+        umax[t] = hi_u
     for t in range(threads):
-        for d in range(size):
-            hist[d] += local[t, 0, d] + local[t, 1, d]
-    # -inf's ordered pattern is 0x007FFFFF
-    u_neg = 0x007FFFFF
-    if used == 0 or (u_neg >> (32 - used)) == prefix:
-        hist[(u_neg >> (32 - used - width)) & (size - 1)] += neg.sum()
+        for k in range(4):
+            for d in range(size):
+                hist[d] += local[t, k, d]
+        if umax[t] >= 0 and umin[t] <= umax[t]:
+            span_out[0] = min(span_out[0], umin[t])
+            span_out[1] = max(span_out[1], umax[t])
     nan[0] += nans.sum()
+    if negs.sum():  # -inf's ordered pattern is 0x007FFFFF
+        hist[(0x007FFFFF >> (32 - used - width)) & (size - 1)] += negs.sum()

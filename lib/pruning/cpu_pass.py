@@ -62,7 +62,7 @@ def warm():
     gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16, np.zeros(32, np.float32))
     scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1)
     digit_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 0, 11, np.zeros(2048, np.int64),
-               np.zeros(1, np.int64))
+               np.zeros(1, np.int64), new_span())
 
 
 def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
@@ -111,14 +111,21 @@ def set_threads(n: int):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan):
+def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan, span):
     """Add to `hist` (int64, 2**width) the counts of the `width` bits that follow the
     `used`-bit `prefix` in the ordered patterns (`ordered`) of one range's exact keys,
     pruned positions at -inf; keys without that prefix are not counted. Adds the NaN keys
-    seen to nan[0]."""
+    seen to nan[0]; widens span (int64 [lowest, highest]) to the counted patterns."""
     import numba
+    if x.size >= 1 << 31:
+        raise ValueError("a tensor of 2**31 or more elements is beyond the compiled counts; prune it on the GPU")
     kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix),
-                          int(used), int(width), hist, numba.get_num_threads(), nan)
+                          int(used), int(width), hist, numba.get_num_threads(), nan, span)
+
+
+def new_span():
+    """An empty [lowest, highest] for digit_hist."""
+    return np.array([0xFFFFFFFF, -1], np.int64)
 
 
 def ordered(x: float) -> int:

@@ -65,6 +65,7 @@ class _Keys:
         # pass is needed to mark it, unless the cut falls among the zeros (select.py)
         self.dead_key = 0.0 if pruner.nonnegative else None
         self.views = {}  # j -> flat (w, m, v, step, beta1): built once per update, not per chunk
+        self._cpu = {}  # (i, exact) -> cpu_inputs
         use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
         for j in self.js:
             p = pruner.params[j]
@@ -111,6 +112,11 @@ class _Keys:
         loop computes the keys itself: |w|, bitter7's, or movement's buffer as it is; None
         where it cannot (another score, 2-byte dtypes, or exact keys whose pruned
         positions the loop cannot see), and the pass reads keys() instead."""
+        if (i, exact) not in self._cpu:  # once per update: a pass over many small tensors asks often
+            self._cpu[(i, exact)] = self._cpu_inputs(i, exact)
+        return self._cpu[(i, exact)]
+
+    def _cpu_inputs(self, i, exact):
         pr, j = self.pr, self.js[i]
         w, m, v, step, beta1 = self.views[j]
         dead_mode, dead = pr.rep.dead_source(j)

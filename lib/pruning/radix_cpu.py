@@ -10,8 +10,9 @@ about fifteen kernels per chunk. Here each pass is one compiled loop per tensor:
 2. bracket._compiled_pass with [lo, hi) = that bin's value range: the keys below are the
    recorded bits, the bin's keys are the band, and select._resolve settles the cut there
    with the same threshold, tie quotas and tie hash as every other route;
-3. a bin that is one value held by more than `cap` keys (massive exact ties) is pruned by
-   select.prune_at_tau, the torch route's own last pass.
+3. a bin that is one value held by more than `cap` keys (massive exact ties; seen from the
+   lowest and highest pattern a pass counted) is pruned by select.prune_at_tau, the torch
+   route's own last pass.
 
 So an update takes 2 to 4 passes here, never more than the torch radix route's bound; a NaN,
 a live -inf, or a bin that outgrows a block's share returns None having pruned nothing, and
@@ -25,19 +26,19 @@ import torch
 from lib.pruning import cpu_pass, score_registry, scores
 
 POS_INF = 0xFF800000  # +inf's ordered pattern; -inf's is 0x007FFFFF
-THREADS = 2  # counting threads at most: each adds two tables of counts
+THREADS = 2  # counting threads at most: each adds four tables of counts
 
 
 def hist_bytes(digits) -> int:
-    """The counts of a digit and the threads' tables (int64)."""
-    return (1 + 2 * THREADS) * 8 * (1 << max(digits))
+    """The counts of a digit (int64) and the threads' tables (four int32 each)."""
+    return (8 + 16 * THREADS) * (1 << max(digits))
 
 
 def available(source) -> bool:
     return source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
 
 
-def _count(source, prefix, used, width, hist, nan, sel):
+def _count(source, prefix, used, width, hist, nan, span, sel):
     none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
     for i, n in enumerate(source.sizes):
         inputs = source.cpu_inputs(i, True)
@@ -47,13 +48,13 @@ def _count(source, prefix, used, width, hist, nan, sel):
                 v = dead
             cpu_pass.digit_hist(kind, x, none_f if v is None else v, dead_mode,
                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, scores.EPS,
-                                score_registry.VMAX, prefix, used, width, hist, nan)
+                                score_registry.VMAX, prefix, used, width, hist, nan, span)
             sel.chunk_visits += -(-n // source.chunk)
             continue
         for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
             b = min(a + source.chunk, n)
             cpu_pass.digit_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
-                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan)
+                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan, span)
             sel.chunk_visits += 1
     sel.passes += 1
 
@@ -71,8 +72,10 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
         cpu_pass.set_threads(min(THREADS, torch.get_num_threads()))
         for width in digits:
             hist = np.zeros(1 << width, np.int64)
-            nan = np.zeros(1, np.int64)
-            _count(source, prefix, used, width, hist, nan, sel)
+            nan, span = np.zeros(1, np.int64), cpu_pass.new_span()
+            _count(source, prefix, used, width, hist, nan, span, sel)
+            if used and span[0] == span[1]:  # every key of the cut's bin is one value: tau
+                return cpu_pass.from_ordered(int(span[0])), in_range, r
             if used == 0:
                 if nan[0] or hist[0x007FFFFF >> (32 - width)] != dead_total:
                     return None  # a NaN or a live -inf: the torch route refuses it
