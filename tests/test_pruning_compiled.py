@@ -208,3 +208,22 @@ def test_the_compiled_radix_takes_the_small_models():
     assert radix_cpu.hist_bytes(select.NARROW) < radix_cpu.hist_bytes(select.WIDE)
     _, routes = _masks("convs", "adamw", dict(method="magnitude"), True, pytest.MonkeyPatch())
     assert sum(map(len, routes)) >= 2 and all(not b and c for r in routes for b, c in r)  # no sample, collected
+
+
+def test_the_compiled_loops_leave_torchs_thread_count_alone():
+    """numba's OpenMP pool sets every OpenMP user's thread count when it starts; a run on
+    CONFIG_CPU_THREADS = 1 must stay on one thread (its results depend on it)."""
+    import subprocess
+    import sys
+    code = ("import torch, torch.nn as nn; torch.set_num_threads(1)\n"
+            "from lib.pruning import prunable_weights\n"
+            "from lib.pruning.pruner import Pruner\n"
+            "m = nn.Sequential(nn.Linear(64, 64, bias=False))\n"
+            "opt = torch.optim.AdamW(m.parameters())\n"
+            "pr = Pruner(opt, prunable_weights(m), method='magnitude', target=0.5, warmup_end=1, ramp_end=2)\n"
+            "pr.update(2)\n"
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "1"

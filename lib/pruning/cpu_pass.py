@@ -48,7 +48,16 @@ def kernels():
     """cpu_kernels, imported (and its loops loaded or compiled) on first use."""
     global _kernels
     if _kernels is None:
+        import torch
+        threads = torch.get_num_threads()
         from lib.pruning import cpu_kernels
+        # numba's OpenMP pool starts at its first parallel loop and sets the thread count of
+        # the process's OpenMP, torch's included, to all cores: start it now and give torch
+        # its count back (a run's results depend on it: CPU_THREADS)
+        f, u8 = np.zeros(8, np.float32), np.zeros(1, np.uint8)
+        cpu_kernels._scatter(u8, u8[:0].view(np.uint64), False, f.view(np.int32), np.int32(0), f[:0].view(np.int32),
+                             np.int32(0))
+        torch.set_num_threads(threads)
         _kernels = cpu_kernels
     return _kernels
 
@@ -107,6 +116,7 @@ def scatter(bits, target, pattern: int, second=None, pattern2: int = 0, count=No
 
 
 def set_threads(n: int):
+    kernels()  # numba's pool first, so that starting it does not change torch's thread count
     import numba
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
