@@ -172,24 +172,27 @@ def _scatter(bits, words, dense, target, pattern, second, pattern2):
 
 
 @njit(inline="always")
+def _key_at(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, i):
+    """Position i's key, one at a time (the sample, the counting passes); with `exact` a
+    pruned position's is -inf."""
+    if kind == 2:
+        key = _bitter7(x[i], v[i], eps, vmax)
+    elif kind == 1:
+        key = abs(x[i])
+    else:
+        key = x[i] + np.float32(0.0)  # -0.0 becomes +0.0, as the torch keys do
+    if exact:
+        if dead_mode == 1:
+            key = np.float32(-np.inf) if v[i] == np.float32(np.inf) else key
+        elif dead_mode == 2:
+            key = np.float32(-np.inf) if (dead_bits[i >> 3] >> (i & 7)) & 1 else key
+    return key
+
+
+@njit(inline="always")
 def _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, a, width, out, o):
-    ninf = np.float32(-np.inf)
     for t in range(width):
-        i = a + t
-        if kind == 2:
-            key = _bitter7(x[i], v[i], eps, vmax)
-        elif kind == 1:
-            key = abs(x[i])
-        else:
-            key = x[i] + np.float32(0.0)
-        if exact:
-            if dead_mode == 1:
-                if v[i] == np.float32(np.inf):
-                    key = ninf
-            elif dead_mode == 2:
-                if (dead_bits[i >> 3] >> (i & 7)) & 1:
-                    key = ninf
-        out[o + t] = key
+        out[o + t] = _key_at(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, a + t)
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
@@ -239,16 +242,7 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
         fb = np.empty(1, np.float32)
         ub = fb.view(np.uint32)  # a float's pattern through memory: numba has no bit cast
         for i in range(a, b):
-            if kind == 2:
-                key = _bitter7(x[i], v[i], eps, vmax)
-            elif kind == 1:
-                key = abs(x[i])
-            else:
-                key = x[i] + np.float32(0.0)
-            if dead_mode == 1:
-                key = ninf if v[i] == np.float32(np.inf) else key
-            elif dead_mode == 2:
-                key = ninf if (dead_bits[i >> 3] >> (i & 7)) & 1 else key
+            key = _key_at(kind, x, v, dead_mode, dead_bits, True, eps, vmax, i)
             c_nan += key != key
             fb[0] = key
             p = ub[0]
