@@ -269,7 +269,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                     cuts = np.searchsorted(p, np.arange(a - a % source.chunk + source.chunk, b, source.chunk))
                     for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
                         if pp.size:
-                            band.append((i, torch.from_numpy(pp.copy()), torch.from_numpy(kk.copy())))
+                            band.append((i, torch.from_numpy(pp).clone(), torch.from_numpy(kk).clone()))
         if band and bool(np.isnan(np.concatenate([k.numpy() for _, _, k in band])).any()):
             return None  # a NaN: the radix route refuses it before pruning anything
         if exact and n_neg != sum(dead):

@@ -213,14 +213,15 @@ def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, threads, nan, span_out):
+def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, local, nan, span_out):
     # exact keys (pruned positions -inf); counts the `width` bits after the `used`-bit
     # `prefix` of each key's ordered pattern, over the keys holding that prefix. Four
     # tables per thread, by position mod 4: runs of equal keys (the pruned ones, ties) would
     # make each count wait for the one before; no branch on the key's value either.
     n = x.size
     size = 1 << width
-    local = np.zeros((threads, 4, size + 64), np.int32)  # 64 spare slots: see below
+    # local: zeroed int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots: see below)
+    threads = local.shape[0]
     nans = np.zeros(threads, np.int64)
     negs = np.zeros(threads, np.int64)
     umin = np.full(threads, 0xFFFFFFFF, np.int64)

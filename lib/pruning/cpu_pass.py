@@ -127,10 +127,14 @@ def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width,
     pruned positions at -inf; keys without that prefix are not counted. Adds the NaN keys
     seen to nan[0]; widens span (int64 [lowest, highest]) to the counted patterns."""
     import numba
+    import torch
     if x.size >= 1 << 31:
         raise ValueError("a tensor of 2**31 or more elements is beyond the compiled counts; prune it on the GPU")
-    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix),
-                          int(used), int(width), hist, numba.get_num_threads(), nan, span)
+    kern = kernels()
+    # the threads' tables through torch, so its profiler sees what the update's ledger counts
+    local = torch.zeros((numba.get_num_threads(), 4, (1 << width) + 64), dtype=torch.int32).numpy()
+    kern._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix), int(used),
+                     int(width), hist, local, nan, span)
 
 
 def new_span():

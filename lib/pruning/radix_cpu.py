@@ -30,8 +30,8 @@ THREADS = 2  # counting threads at most: each adds four tables of counts
 
 
 def hist_bytes(digits) -> int:
-    """The counts of a digit (int64) and the threads' tables (four int32 each)."""
-    return (8 + 16 * THREADS) * (1 << max(digits))
+    """The counts of a digit (int64) and the threads' tables (four int32 each, 64 spare)."""
+    return (8 + 16 * THREADS) * (1 << max(digits)) + 16 * 64 * THREADS
 
 
 def available(source) -> bool:
@@ -71,7 +71,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
     try:
         cpu_pass.set_threads(min(THREADS, torch.get_num_threads()))
         for width in digits:
-            hist = np.zeros(1 << width, np.int64)
+            hist = torch.zeros(1 << width, dtype=torch.int64).numpy()  # torch's, for its profiler
             nan, span = np.zeros(1, np.int64), cpu_pass.new_span()
             _count(source, prefix, used, width, hist, nan, span, sel)
             if used and span[0] == span[1]:  # every key of the cut's bin is one value: tau
