@@ -87,7 +87,7 @@ def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset
                 bd[i] = 0
             cb = np.uint64(0)
             cn = np.uint64(0)
-            q0 = (t0 - 0) >> 3
+            q0 = t0 >> 3
             for q in range(words):
                 cb += (lt64[q] * sum8) >> top
                 cn += (nw64[q] * sum8) >> top

@@ -31,8 +31,6 @@ KEYS, ABS, BITTER7 = 0, 1, 2
 DEAD_NONE, DEAD_STATE, DEAD_BITS = 0, 1, 2
 BLOCK = 1 << 15  # positions per parallel work item
 TILE = 1024  # positions scored at once: their keys and flags stay in the L1 cache
-# stats written by classify
-BELOW, BAND, NEG_INF, NEW, OVERFLOW = range(5)
 _GATHER = 0x0102040810204080  # eight 0/1 bytes times this: byte i's bit lands at bit 56 + i
 _SUM8 = 0x0101010101010101  # eight 0/1 bytes times this: their sum lands in the top byte
 
