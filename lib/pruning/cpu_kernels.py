@@ -220,7 +220,8 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
     # make each count wait for the one before; no branch on the key's value either.
     n = x.size
     size = 1 << width
-    # local: zeroed int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots: see below)
+    # local: int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots: see below),
+    # kept by the caller over all of a pass's tensors
     threads = local.shape[0]
     nans = np.zeros(threads, np.int64)
     negs = np.zeros(threads, np.int64)
@@ -262,10 +263,7 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
         negs[t] = c_neg
         umin[t] = lo_u
         umax[t] = hi_u
-    for t in range(threads):
-        for k in range(4):
-            for d in range(size):
-                hist[d] += local[t, k, d]
+    for t in range(threads):  # the tables are summed into the counts by the caller, once per pass
         if umax[t] >= 0 and umin[t] <= umax[t]:
             span_out[0] = min(span_out[0], umin[t])
             span_out[1] = max(span_out[1], umax[t])

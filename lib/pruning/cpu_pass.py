@@ -119,20 +119,34 @@ def set_threads(n: int):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan, span):
+def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan, span, tables=None):
     """Add to `hist` (int64, 2**width) the counts of the `width` bits that follow the
     `used`-bit `prefix` in the ordered patterns (`ordered`) of one range's exact keys,
     pruned positions at -inf; keys without that prefix are not counted. Adds the NaN keys
-    seen to nan[0]; widens span (int64 [lowest, highest]) to the counted patterns."""
-    import numba
-    import torch
+    seen to nan[0]; widens span (int64 [lowest, highest]) to the counted patterns.
+    `tables` (from count_tables): the threads' counts, kept over a pass's tensors and
+    added to hist by add_tables; without them, this call's own."""
     if x.size >= 1 << 31:
         raise ValueError("a tensor of 2**31 or more elements is beyond the compiled counts; prune it on the GPU")
-    kern = kernels()
-    # the threads' tables through torch, so its profiler sees what the update's ledger counts
-    local = torch.zeros((numba.get_num_threads(), 4, (1 << width) + 64), dtype=torch.int32).numpy()
-    kern._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix), int(used),
-                     int(width), hist, local, nan, span)
+    own = tables is None
+    if own:
+        tables = count_tables(width)
+    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix),
+                          int(used), int(width), hist, tables, nan, span)
+    if own:
+        add_tables(tables, hist)
+
+
+def count_tables(width: int):
+    """Zeroed per-thread count tables for digit_hist (through torch, so its profiler sees
+    what the update's ledger counts)."""
+    import numba
+    import torch
+    return torch.zeros((numba.get_num_threads(), 4, (1 << width) + 64), dtype=torch.int32).numpy()
+
+
+def add_tables(tables, hist):
+    hist += tables[:, :, :hist.size].sum(axis=(0, 1), dtype=np.int64)
 
 
 def new_span():

@@ -40,6 +40,7 @@ def available(source) -> bool:
 
 def _count(source, prefix, used, width, hist, nan, span, sel):
     none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
+    tables = cpu_pass.count_tables(width)  # one set for the pass: a model of many small tensors
     for i, n in enumerate(source.sizes):
         inputs = source.cpu_inputs(i, True)
         if inputs is not None:
@@ -48,14 +49,15 @@ def _count(source, prefix, used, width, hist, nan, span, sel):
                 v = dead
             cpu_pass.digit_hist(kind, x, none_f if v is None else v, dead_mode,
                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, scores.EPS,
-                                score_registry.VMAX, prefix, used, width, hist, nan, span)
+                                score_registry.VMAX, prefix, used, width, hist, nan, span, tables)
             sel.chunk_visits += -(-n // source.chunk)
             continue
         for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
             b = min(a + source.chunk, n)
             cpu_pass.digit_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
-                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan, span)
+                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan, span, tables)
             sel.chunk_visits += 1
+    cpu_pass.add_tables(tables, hist)
     sel.passes += 1
 
 
@@ -64,6 +66,8 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
     (select.WIDE or NARROW), or return None having pruned nothing; or (tau, ties, ties to
     prune) when the cut is one value with more than `cap` ties."""
     total = sum(source.sizes)
+    if total >= 1 << 31:
+        return None  # the threads' int32 counts hold a pass of fewer weights: the torch route
     dead_total = sum(dead)
     goal = dead_total + count
     prefix, used, r, in_range = 0, 0, goal, total
