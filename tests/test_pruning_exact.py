@@ -27,7 +27,7 @@ def _reference(pr, j):
     st = pr.opt.state.get(p, {})
     step = int(st["step"]) if "step" in st else 0
     m, v = (st["exp_avg"], st["exp_avg_sq"]) if step else (None, None)
-    return importance(pr.variant, p.detach(), m, v, step=step, beta1=pr.beta1(j)).reshape(-1).float()
+    return importance(pr.variant, p.detach(), m, v, step=step, beta1=pr.beta1s()[j]).reshape(-1).float()
 
 
 def _check_against_sort(ref, before, after, count):

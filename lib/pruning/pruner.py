@@ -11,7 +11,7 @@ import torch
 from lib.pruning import nm as nm_masks
 from lib.pruning import cpu_pass, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.masks import flat, group_of, representation
+from lib.pruning.masks import flat, groups_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
 from lib.pruning.bracket import BLOCK, SAMPLE_KEYS, mix_seed
 from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
@@ -67,6 +67,7 @@ class _Keys:
         self.views = {}  # j -> flat (w, m, v, step, beta1): built once per update, not per chunk
         self._cpu = {}  # (i, exact) -> cpu_inputs
         use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
+        betas = pruner.beta1s()
         for j in self.js:
             p = pruner.params[j]
             st = pruner.opt.state.get(p, {})
@@ -74,7 +75,7 @@ class _Keys:
             m = flat(st["exp_avg"]) if step >= 1 else None
             v = flat(st["exp_avg_sq"]) if step >= 1 else None
             src = flat(pruner.movement[j]) if pruner.method == "movement" else flat(p.detach())
-            self.views[j] = (src, m, v, step, pruner.beta1(j))
+            self.views[j] = (src, m, v, step, betas[j])
 
     def _f32(self, t, k, n):
         """t as float32: itself, or a copy into conversion buffer k."""
@@ -282,9 +283,10 @@ class Pruner:
             self.update(t)
 
     # -- the mask update ----------------------------------------------------------------
-    def beta1(self, j) -> float:
-        g = group_of(self.opt, self.params[j])
-        return float(g.get("betas", (0.9, 0.999))[0]) if g is not None else 0.9
+    def beta1s(self) -> list:
+        """Each prunable tensor's beta1 (0.9 where its group has no betas)."""
+        return [float(g.get("betas", (0.9, 0.999))[0]) if g is not None else 0.9
+                for g in groups_of(self.opt, self.params)]
 
     def update(self, t: int):
         s = sparsity_at(t, warmup_end=self.warmup_end, ramp_end=self.ramp_end, final=self.target, shape=self.shape)
