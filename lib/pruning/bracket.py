@@ -45,6 +45,7 @@ def resolve_bytes(band, keys):
 
 BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
 SAMPLE_KEYS = 1 << 19
+WINDOW_SAMPLE_KEYS = 1 << 14  # for a window of the compiled radix selection (bracketed)
 Z = 4.5  # standard errors either side: a miss (one more pass) about once in 150,000 updates
 def sample_rows(total_rows: int, blocks: int, seed: int) -> torch.Tensor:
     """`blocks` ascending row indices in [0, total_rows): one uniform draw from each of
@@ -162,9 +163,13 @@ def _bracket_of(keys, goal_frac, z, floor):
     return lo, hi, (min(hi_rank, m) - max(lo_rank, 0)) / m
 
 
-def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_keys=SAMPLE_KEYS, resolve, finish):
+def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_keys=SAMPLE_KEYS, resolve, finish,
+              windows=False):
     """Prune `count` live positions in one scoring pass, or return None having pruned
-    nothing (module notes). `resolve`, `finish`: select's, so both routes agree."""
+    nothing (module notes). `resolve`, `finish`: select's, so both routes agree. With
+    `windows`, a bracket whose band would not fit in `cap` (or that the dead keys' value
+    holds) comes back as a (lo, hi) window for the compiled radix selection's first pass,
+    which counts fine bins over it instead of collecting it (radix_cpu.py)."""
     z = Z if z is None else z
     dead_total = sum(dead)
     total = sum(source.sizes)
@@ -172,9 +177,11 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
     exact = source.dead_key is None
     floor = -math.inf if exact else source.dead_key
     q = goal / total
-    if 2 * z * math.sqrt(q * (1 - q) / max(sample_keys, 1)) * total > cap:
+    too_wide = 2 * z * math.sqrt(q * (1 - q) / max(sample_keys, 1)) * total > cap
+    if too_wide and not windows:
         return None  # the band of even independent draws would not fit: not worth a sample
-    got = _sample(source, seed, ledger, sample_keys)
+    # a window needs no narrow bracket (its 2**11 bins split a wide one finely): a smaller sample
+    got = _sample(source, seed, ledger, min(sample_keys, WINDOW_SAMPLE_KEYS) if too_wide else sample_keys)
     if got is None:
         return None
     keys, held = got
@@ -186,12 +193,14 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
         ledger.free(held + got[0].numel())
     # keys below lo are all pruned, so lo must lie above the dead keys (and the live keys
     # equal to them): at least the next float32 above the floor
-    lo = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
-    if band_frac * total > cap or hi <= lo:
-        return None  # too wide, or the cut among the dead keys' value (a pass could only miss)
+    lo_live = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
+    if too_wide or band_frac * total > cap or hi <= lo_live:
+        # too wide, or the cut among the dead keys' value (a pass could only miss); the
+        # window's keys are exact (pruned positions at -inf), so its lower end may be the floor
+        return (lo, hi) if windows else None
     if FUSED and source.device.type == "cpu" and cpu_pass.available():
-        return _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac)
-    return _one_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish)
+        return _compiled_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, resolve, finish, band_frac)
+    return _one_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, resolve, finish)
 
 
 # the compiled pass on CPU (cpu_pass.py); tests switch it off to exercise the torch route

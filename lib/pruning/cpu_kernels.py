@@ -220,12 +220,15 @@ def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, local, nan, span_out):
-    # exact keys (pruned positions -inf); counts the `width` bits after the `used`-bit
-    # `prefix` of each key's ordered pattern, over the keys holding that prefix. A tile's
-    # keys, their ordered patterns and their table slots are each one vectorised loop; only
-    # the increments are one at a time (a scalar loop over all of it ran at 3-5 ns a key,
-    # this at about 0.8). Four tables per thread, by position mod 4: runs of equal keys
+def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, local, nan, span_out,
+                below_out):
+    # exact keys (pruned positions -inf); counts the keys whose ordered pattern u has
+    # u >> shift in [start, start + 2**width), in slot (u >> shift) - start, and adds the
+    # keys below that window to below_out[0], the -inf keys to below_out[1]. A radix digit
+    # after a `used`-bit prefix is the window start = prefix << width, shift = 32 - used -
+    # width. A tile's keys, their ordered patterns and their table slots are each one
+    # vectorised loop; only the increments are one at a time (a scalar loop over all of it
+    # ran at 3-5 ns a key, this at about 0.8). Four tables per thread, by position mod 4: runs of equal keys
     # (the pruned ones, ties) would make each count wait for the one before.
     n = x.size
     size = 1 << width
@@ -235,12 +238,12 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
     stride = local.shape[2]
     nans = np.zeros(threads, np.int64)
     negs = np.zeros(threads, np.int64)
+    lows = np.zeros(threads, np.int64)
     umin = np.full(threads, 0xFFFFFFFF, np.int64)
     umax = np.full(threads, -1, np.int64)
-    shift = np.uint32(32 - used - width)
-    top = np.uint32(32 - used) if used else np.uint32(0)
-    mask = np.uint32(size - 1)
-    want = np.uint32(prefix)
+    sh = np.uint32(shift)
+    first = np.uint32(start)
+    usize = np.uint32(size)
     ninf_u = np.uint32(0x007FFFFF)  # -inf's ordered pattern; NaN's lie below it or above +inf's
     pinf_u = np.uint32(0xFF800000)
     sign = np.uint32(0x80000000)
@@ -258,11 +261,13 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
         hi_u = np.uint32(0)
         c_nan = 0
         c_neg = 0
+        c_low = 0
         for t0 in range(a, b, TILE):
             m = min(TILE, b - t0)
             _tile_keys(kind, x, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
             cn = 0
             cg = 0
+            cl = 0
             for i in range(m):
                 # the pattern as an unsigned integer in the keys' order: a negative pattern
                 # (sign bit set) inverted, a positive one with its sign bit set
@@ -272,21 +277,25 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
                 cn += (u > pinf_u) | (u < ninf_u)
             for i in range(m):
                 u = ut[i]
-                ok = (used == 0) | ((u >> top) == want)
+                d = (u >> sh) - first  # wraps round to a large number below the window
+                ok = d < usize
                 neg = u == ninf_u
-                cg += ok & neg
+                cg += neg
+                cl += (u >> sh) < first
                 # -inf (the pruned positions, most of them late in the ramp) is counted in a
-                # register, and so are keys without the prefix: their increments go round
+                # register, and so are keys outside the window: their increments go round
                 # spare slots that are never read
-                slot[i] = (((u >> shift) & mask) if ok and not neg else size + (i & 63)) + (i & 3) * stride
+                slot[i] = (d if ok and not neg else size + (i & 63)) + (i & 3) * stride
                 lo_u = min(lo_u, u if ok else np.uint32(0xFFFFFFFF))
                 hi_u = max(hi_u, u if ok else np.uint32(0))
             for i in range(m):
                 tab[slot[i]] += 1
             c_nan += cn
             c_neg += cg
+            c_low += cl
         nans[t] = c_nan
         negs[t] = c_neg
+        lows[t] = c_low
         umin[t] = lo_u
         umax[t] = hi_u
     for t in range(threads):  # the tables are summed into the counts by the caller, once per pass
@@ -294,5 +303,7 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width
             span_out[0] = min(span_out[0], umin[t])
             span_out[1] = max(span_out[1], umax[t])
     nan[0] += nans.sum()
-    if negs.sum():  # -inf's ordered pattern is 0x007FFFFF
-        hist[(0x007FFFFF >> (32 - used - width)) & (size - 1)] += negs.sum()
+    below_out[0] += lows.sum()
+    below_out[1] += negs.sum()
+    if negs.sum() and np.uint32((ninf_u >> sh) - first) < usize:  # -inf's ordered pattern is 0x007FFFFF
+        hist[(0x007FFFFF >> shift) - start] += negs.sum()

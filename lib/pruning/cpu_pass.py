@@ -126,13 +126,24 @@ def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width,
     seen to nan[0]; widens span (int64 [lowest, highest]) to the counted patterns.
     `tables` (from count_tables): the threads' counts, kept over a pass's tensors and
     added to hist by add_tables; without them, this call's own."""
+    window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix << width, 32 - used - width, width, hist, nan,
+                span, np.zeros(2, np.int64), tables)
+
+
+def window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, nan, span, below,
+                tables=None):
+    """digit_hist over a window of the ordered patterns: the keys whose pattern u has
+    u >> shift in [start, start + 2**width) are counted in hist[(u >> shift) - start],
+    those below it added to below[0] and the -inf keys (pruned positions) to below[1]
+    (int64[2]); span and nan as digit_hist. A digit after
+    a `used`-bit prefix is the window start = prefix << width, shift = 32 - used - width."""
     if x.size >= 1 << 31:
         raise ValueError("a tensor of 2**31 or more elements is beyond the compiled counts; prune it on the GPU")
     own = tables is None
     if own:
         tables = count_tables(width)
-    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(prefix),
-                          int(used), int(width), hist, tables, nan, span)
+    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(start),
+                          int(shift), int(width), hist, tables, nan, span, below)
     if own:
         add_tables(tables, hist)
 

@@ -38,33 +38,51 @@ def available(source) -> bool:
     return source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
 
 
-def _count(source, prefix, used, width, hist, nan, span, sel):
+def _count(source, start, shift, width, hist, nan, span, below, sel):
+    """One counting pass (cpu_pass.window_hist) over every tensor of `source`."""
     none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
     tables = cpu_pass.count_tables(width)  # one set for the pass: a model of many small tensors
+    args = (scores.EPS, score_registry.VMAX, start, shift, width, hist, nan, span, below, tables)
     for i, n in enumerate(source.sizes):
         inputs = source.cpu_inputs(i, True)
         if inputs is not None:
             kind, x, v, dead_mode, dead = inputs
             if dead_mode == cpu_pass.DEAD_STATE:
                 v = dead
-            cpu_pass.digit_hist(kind, x, none_f if v is None else v, dead_mode,
-                                dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, scores.EPS,
-                                score_registry.VMAX, prefix, used, width, hist, nan, span, tables)
+            cpu_pass.window_hist(kind, x, none_f if v is None else v, dead_mode,
+                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, *args)
             sel.chunk_visits += -(-n // source.chunk)
             continue
         for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
             b = min(a + source.chunk, n)
-            cpu_pass.digit_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
-                                none_u8, scores.EPS, score_registry.VMAX, prefix, used, width, hist, nan, span, tables)
+            cpu_pass.window_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
+                                 none_u8, *args)
             sel.chunk_visits += 1
     cpu_pass.add_tables(tables, hist)
     sel.passes += 1
 
 
-def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, finish, compiled_pass):
+def window_of(lo: float, hi: float, width: int) -> tuple:
+    """(start, shift): the window of 2**width bins of 2**shift ordered patterns each that
+    holds [lo, hi], the narrowest such."""
+    u_lo, u_hi = cpu_pass.ordered(lo), cpu_pass.ordered(hi)
+    shift = 0
+    while (u_hi >> shift) - (u_lo >> shift) >= 1 << width:
+        shift += 1
+    return u_lo >> shift, shift
+
+
+def _refuse(nan, below, dead_total) -> bool:
+    """A NaN, or a -inf among the live keys: the torch route refuses them."""
+    return bool(nan[0]) or int(below[1]) != dead_total
+
+
+def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, finish, compiled_pass, window=None):
     """Prune the `count` lowest live keys of `source` (module notes) counting `digits`
     (select.WIDE or NARROW), or return None having pruned nothing; or (tau, ties, ties to
-    prune) when the cut is one value with more than `cap` ties."""
+    prune) when the cut is one value with more than `cap` ties. `window`: (lo, hi), a value
+    range the sample says holds the cut: its first pass counts 2**max(digits) bins over
+    that range instead of the first digit (module notes)."""
     total = sum(source.sizes)
     if total >= 1 << 31:
         return None  # the threads' int32 counts hold a pass of fewer weights: the torch route
@@ -74,22 +92,35 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
     ledger.hold(hist_bytes(digits))
     try:
         cpu_pass.set_threads(min(THREADS, torch.get_num_threads()))
-        for width in digits:
-            hist = torch.zeros(1 << width, dtype=torch.int64).numpy()  # torch's, for its profiler
-            nan, span = np.zeros(1, np.int64), cpu_pass.new_span()
-            _count(source, prefix, used, width, hist, nan, span, sel)
+        if window is not None:
+            width = max(digits)
+            start, shift = window_of(*window, width)
+            hist, nan, span, below = _new_counts(width)
+            _count(source, start, shift, width, hist, nan, span, below, sel)
+            if _refuse(nan, below, dead_total):
+                return None
+            cum = np.cumsum(hist)
+            low = int(below[0])
+            if low < goal <= low + int(cum[-1]):  # else the window missed: count from the first digit
+                d = int(np.searchsorted(cum, goal - low))
+                in_range, r = int(hist[d]), goal - low - (int(cum[d - 1]) if d else 0)
+                prefix, used = start + d, 32 - shift
+        widths = list(digits) if used == 0 else [min(max(digits), 32 - used - k) for k in range(0, 32 - used,
+                                                                                             max(digits))]
+        for width in widths:
+            if used and in_range <= cap:
+                break
+            hist, nan, span, below = _new_counts(width)
+            _count(source, prefix << width, 32 - used - width, width, hist, nan, span, below, sel)
             if used and span[0] == span[1]:  # every key of the cut's bin is one value: tau
                 return cpu_pass.from_ordered(int(span[0])), in_range, r
-            if used == 0:
-                if nan[0] or hist[0x007FFFFF >> (32 - width)] != dead_total:
-                    return None  # a NaN or a live -inf: the torch route refuses it
+            if used == 0 and _refuse(nan, below, dead_total):
+                return None
             cum = np.cumsum(hist)
             d = int(np.searchsorted(cum, r))  # the first bin whose running count reaches r
-            below = int(cum[d - 1]) if d else 0
-            in_range, r = int(hist[d]), r - below
+            below_bin = int(cum[d - 1]) if d else 0
+            in_range, r = int(hist[d]), r - below_bin
             prefix, used = (prefix << width) | d, used + width
-            if in_range <= cap:
-                break
     finally:
         ledger.free(hist_bytes(digits))
     first = prefix << (32 - used)
@@ -100,3 +131,9 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
         return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, resolve, finish, in_range / total,
                              bracketed=False)
     return lo, in_range, r  # one value, too many ties to collect: the caller prunes at tau
+
+
+def _new_counts(width):
+    # torch's, for its profiler
+    return (torch.zeros(1 << width, dtype=torch.int64).numpy(), np.zeros(1, np.int64), cpu_pass.new_span(),
+            np.zeros(2, np.int64))

@@ -287,15 +287,19 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
         return sel
     chunk = source.chunk
     cap = max(0, int(chunk if cap is None else cap))
+    compiled = COMPILED and count < alive and radix_cpu.available(source)
+    window = None
     if sample > 0 and hasattr(source, "keys_at") and count < alive:
         done = bracketed(source, count, dead, sel, cap=cap if band_cap is None else band_cap, seed=seed,
-                         ledger=ledger, sample_keys=sample, resolve=_resolve, finish=_finish)
-        if done is not None:
+                         ledger=ledger, sample_keys=sample, resolve=_resolve, finish=_finish, windows=compiled)
+        if isinstance(done, Selection):
             return done
-    if COMPILED and count < alive and radix_cpu.available(source):
+        window = done  # None, or where the compiled radix selection first counts
+    if compiled:
         from lib.pruning.bracket import _compiled_pass
         done = radix_cpu.compiled_radix(source, count, dead, sel, cap=cap, digits=digits, ledger=ledger,
-                                        resolve=_resolve, finish=_finish, compiled_pass=_compiled_pass)
+                                        resolve=_resolve, finish=_finish, compiled_pass=_compiled_pass,
+                                        window=window)
         if isinstance(done, Selection):
             return done
         if done is not None:  # one value with more ties than `cap`: the torch route's last pass
