@@ -204,10 +204,10 @@ def test_pruner_updates_take_one_pass_and_match_a_sort(opt_name, compiled, monke
     monkeypatch.setattr(_Keys, "squared_keys", counted_squared)
     classify = cpu_pass.classify
 
-    def counted_classify(kind, x, *args):
+    def counted_classify(kind, x, *args, **kw):
         if kind != cpu_pass.KEYS:  # a loop that scored the weights itself (keys() counts the others)
             visits[x.ctypes.data] = visits.get(x.ctypes.data, 0) + 1
-        return classify(kind, x, *args)
+        return classify(kind, x, *args, **kw)
     monkeypatch.setattr(cpu_pass, "classify", counted_classify)
     for t in range(1, 13):
         for p in model.parameters():

@@ -42,11 +42,14 @@ def _awkward(n, seed):
 def test_compiled_keys_equal_torch_scores_bit_for_bit(seed):
     n = 200_003
     w, v, dead = _awkward(n, seed)
-    tw, tv = torch.from_numpy(w), torch.from_numpy(v)
-    for kind, ref in ((cpu_pass.BITTER7, score("bitter7", tw, tw, tv, step=3)), (cpu_pass.ABS, tw.abs())):
+    m, _, _ = _awkward(n, seed + 10)
+    m[dead] = 0.0
+    tw, tm, tv = torch.from_numpy(w), torch.from_numpy(m), torch.from_numpy(v)
+    for kind, ref in ((cpu_pass.BITTER7, score("bitter7", tw, tm, tv, step=3)), (cpu_pass.ABS, tw.abs()),
+                      (cpu_pass.BITTER0, score("bitter0", tw, tm, tv, step=3))):
         rows = np.arange(n // 16, dtype=np.int64)
         out = np.empty(rows.size * 16, np.float32)
-        cpu_pass.gather(kind, w, v, cpu_pass.DEAD_STATE, NB, False, EPS, score_registry.VMAX, rows, 16, out)
+        cpu_pass.gather(kind, w, v, cpu_pass.DEAD_STATE, NB, False, EPS, score_registry.VMAX, rows, 16, out, m=m)
         assert np.array_equal(out.view(np.uint32), ref.numpy()[: out.size].view(np.uint32))
         # the band keys of a pass are the same numbers
         k = ref.numpy()
@@ -56,7 +59,7 @@ def test_compiled_keys_equal_torch_scores_bit_for_bit(seed):
         slots = -(-n // block) * block
         pos, keys = np.empty(slots, np.int64), np.empty(slots, np.float32)
         below, band, _, new, over = cpu_pass.classify(kind, w, v, cpu_pass.DEAD_STATE, NB, False, lo, hi, EPS,
-                                                      score_registry.VMAX, 0, bits, pos, keys, block, block)
+                                                      score_registry.VMAX, 0, bits, pos, keys, block, block, m=m)
         assert not over and below == int((k < lo).sum())
         want = np.flatnonzero((k >= lo) & (k < hi))
         assert np.array_equal(pos[:band], want) and np.array_equal(keys[:band], k[want])
@@ -109,6 +112,62 @@ def test_digit_counts_equal_a_bincount_of_the_ordered_patterns(dead_mode):
     cpu_pass.digit_hist(cpu_pass.KEYS, x, v, cpu_pass.DEAD_NONE, NB, EPS, score_registry.VMAX, 0, 0, 11, h, nan,
                         cpu_pass.new_span())
     assert nan[0] == 1
+
+
+@pytest.mark.parametrize("dead_mode", [cpu_pass.DEAD_NONE, cpu_pass.DEAD_STATE])
+@pytest.mark.parametrize("shift", [0, 7, 19])
+def test_window_counts_equal_a_bincount_inside_the_window_and_count_the_rest_below(dead_mode, shift):
+    g = np.random.default_rng(5)
+    n = 70_001
+    x = (g.standard_normal(n) * 10.0 ** g.uniform(-3, 3, n)).astype(np.float32)
+    dead = g.random(n) < 0.25
+    v = np.where(dead, np.inf, 1.0).astype(np.float32)
+    key = x + np.float32(0.0)
+    if dead_mode != cpu_pass.DEAD_NONE:
+        key = np.where(dead, np.float32(-np.inf), key)
+    u = _ordered(key).astype(np.int64)
+    start = int(np.median(u)) >> shift  # any start, not one aligned to a radix digit
+    h, nan, span, below = np.zeros(2048, np.int64), np.zeros(1, np.int64), cpu_pass.new_span(), np.zeros(2, np.int64)
+    cpu_pass.window_hist(cpu_pass.KEYS, x, v, dead_mode, NB, EPS, score_registry.VMAX, start, shift, 11, h, nan,
+                         span, below)
+    d = (u >> shift) - start
+    inside = (d >= 0) & (d < 2048)
+    assert np.array_equal(h, np.bincount(d[inside], minlength=2048))
+    assert below[0] == int((d < 0).sum()) and below[1] == int(np.isneginf(key).sum())
+    assert list(span) == [u[inside].min(), u[inside].max()] and nan[0] == 0
+
+
+def test_a_window_from_the_sample_prunes_what_a_sort_prunes_whether_it_holds_the_cut_or_not():
+    g = torch.Generator().manual_seed(4)
+    model = nn.Sequential(*[nn.Conv2d(64, 64, 3, bias=False) for _ in range(3)])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    for count, window in ((5000, None), (5000, "hit"), (9000, "below"), (9000, "above")):
+        src_w = w.abs()
+        order = torch.sort(src_w).values
+        cut = float(order[count - 1])
+        windows = {None: None, "hit": (cut * 0.9, cut * 1.1), "below": (cut * 0.2, cut * 0.5),
+                   "above": (cut * 2, cut * 3)}
+        trial = copy.deepcopy(model)
+        t_opt = torch.optim.AdamW(trial.parameters(), lr=1e-3, fused=True)
+        t_pr = Pruner(t_opt, prunable_weights(trial), method="magnitude", target=0.9, warmup_end=0, ramp_end=10,
+                      frequency=1, cap=512)
+        t_pr.rep.prepare()
+        from lib.pruning.pruner import _Buffers, _Keys
+        led = select.Ledger()
+        bufs = _Buffers(t_pr, led)
+        src = _Keys(t_pr, range(len(t_pr.params)), bufs)
+        sel = select.Selection(dead=[0] * 3)
+        done = radix_cpu.compiled_radix(src, count, [0] * 3, sel, cap=512, digits=select.NARROW, ledger=led,
+                                        resolve=select._resolve, finish=select._finish,
+                                        compiled_pass=bracket._compiled_pass, window=windows[window])
+        assert isinstance(done, select.Selection)
+        got = torch.cat([p.detach().reshape(-1) == 0 for p in trial.parameters()])
+        assert int(got.sum()) == count and bool((w.abs()[got] <= cut).all())
+        if window == "hit":
+            assert sel.passes == 2  # the window's counts, then the pass that collects the cut's bin
 
 
 def test_ordered_patterns_round_trip_and_sort_like_the_floats():

@@ -196,11 +196,11 @@ def _count_visits(monkeypatch):
     monkeypatch.setattr(_Keys, "keys", counted)
     # the compiled CPU loops score the weights themselves: a call is a visit of its range
     from lib.pruning import cpu_pass
-    for name in ("classify", "digit_hist"):
-        def compiled(kind, x, *args, _f=getattr(cpu_pass, name)):
+    for name in ("classify", "window_hist"):
+        def compiled(kind, x, *args, _f=getattr(cpu_pass, name), **kw):
             if kind != cpu_pass.KEYS:  # keys() counted the others
                 visits[x.ctypes.data] = visits.get(x.ctypes.data, 0) + 1
-            return _f(kind, x, *args)
+            return _f(kind, x, *args, **kw)
         monkeypatch.setattr(cpu_pass, name, compiled)
     return visits
 

@@ -87,13 +87,13 @@ def _sample(source, seed, ledger, sample_keys):
         lo, hi = edges[j], edges[j + 1]
         inputs = source.cpu_inputs(j, exact) if compiled and hi > lo else None
         if inputs is not None:  # one compiled loop scores the tensor's rows in place
-            kind, x, v, dead_mode, dead = inputs
+            kind, x, m, v, dead_mode, dead = inputs
             if dead_mode == cpu_pass.DEAD_STATE:
                 v = dead
             cpu_pass.gather(kind, x, v if v is not None else x[:0], dead_mode,
                             dead if dead_mode == cpu_pass.DEAD_BITS else _NO_BITS, exact, scores.EPS,
                             score_registry.VMAX, (picked[lo:hi] - starts[j]).numpy(), BLOCK,
-                            keys[lo:hi].view(-1).numpy())
+                            keys[lo:hi].view(-1).numpy(), m=m)
             continue
         for a in range(lo, hi, step):
             b = min(hi, a + step)
@@ -188,6 +188,15 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
     try:
         ledger.hold(keys.numel())  # the flags of the blocks' shares below the cut
         lo, hi, band_frac = _bracket_of(keys, q, z, floor)
+        if windows and lo <= floor < hi:
+            # a window from the dead keys' value up would spread its bins over every
+            # octave below the cut: start it one octave below the lowest sampled key above
+            # that value (the keys below the window, live keys equal to the dead keys'
+            # value among them, are counted exactly; if the cut is among them, it missed)
+            ledger.hold(keys.numel() * 5)
+            low = float(torch.where(keys > floor, keys, math.inf).min())
+            ledger.free(keys.numel() * 5)
+            lo = min(hi, low / 2 if low > 0 else 2 * low)
     finally:
         del keys
         ledger.free(held + got[0].numel())
@@ -238,11 +247,12 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
             for a in range(0, n, step):
                 b = min(a + step, n)
                 if inputs is not None:
-                    kind, x, v, dead_mode, dead_arr = inputs
+                    kind, x, m, v, dead_mode, dead_arr = inputs
                     x, v = x[a:b], v[a:b] if v is not None else none_f
+                    m = m[a:b] if m is not None else None
                 else:  # the source's keys, pruned positions as its keys show them
-                    kind, x, v, dead_mode, dead_arr = cpu_pass.KEYS, source.keys(i, a, b, exact).numpy(), none_f, \
-                        cpu_pass.DEAD_NONE, None
+                    kind, x, m, v, dead_mode, dead_arr = cpu_pass.KEYS, source.keys(i, a, b, exact).numpy(), None, \
+                        none_f, cpu_pass.DEAD_NONE, None
                 dead_part = dead_arr[a // 8:] if dead_mode == cpu_pass.DEAD_BITS else none_u8
                 if dead_mode == cpu_pass.DEAD_STATE:
                     v = dead_arr[a:b]
@@ -250,14 +260,14 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                 sel.chunk_visits += -(-(b - a) // source.chunk)
                 args = (kind, x, v, dead_mode, dead_part, exact, lo, hi, scores.EPS, score_registry.VMAX, a,
                         bits[byte_at[i] + a // 8:byte_at[i] + (b + 7) // 8])
-                c_lo, c_band, c_neg, c_new, over = cpu_pass.classify(*args, pos_buf, key_buf, cap_b)
+                c_lo, c_band, c_neg, c_new, over = cpu_pass.classify(*args, pos_buf, key_buf, cap_b, m=m)
                 if over:  # a block held more than its share: the range again as one block, if the band fits
                     if in_band + c_band > cap:
                         return None
                     ledger.hold(c_band * SCRATCH_BYTES)
                     try:
                         p_all, k_all = np.empty(c_band, np.int64), np.empty(c_band, np.float32)
-                        c_lo, c_band, c_neg, c_new, _ = cpu_pass.classify(*args, p_all, k_all, c_band, b - a)
+                        c_lo, c_band, c_neg, c_new, _ = cpu_pass.classify(*args, p_all, k_all, c_band, b - a, m=m)
                     finally:
                         ledger.free(c_band * SCRATCH_BYTES)
                     pos_buf_r, key_buf_r = p_all, k_all

@@ -13,7 +13,13 @@ def _bitter7(w, v, eps, vmax):
     return abs(w) * np.sqrt(np.sqrt(vc + eps))
 
 @njit(inline="always")
-def _tile_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live):
+def _bitter0(w, m, v, eps, vmax):
+    vc = vmax if v > vmax else v
+    return (w * w) * abs(m) / (np.sqrt(vc) + eps)
+
+
+@njit(inline="always")
+def _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live):
     """The keys of positions [t0, t0 + m) into kt, and into live whether each position is
     alive (where the mask shows it); with `exact`, a pruned position's key is -inf. Each
     loop has one job and no branch on the data, so the compiler vectorises it."""
@@ -26,13 +32,20 @@ def _tile_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, li
             vi = vs[i]
             kt[i] = _bitter7(xs[i], vi, eps, vmax)
             live[i] = vi != inf
+    elif kind == 3:  # as kind 2, and m is the first moment
+        vs = v[t0:t0 + m]
+        ms = mm[t0:t0 + m]
+        for i in range(m):
+            vi = vs[i]
+            kt[i] = _bitter0(xs[i], ms[i], vi, eps, vmax)
+            live[i] = vi != inf
     elif kind == 1:
         for i in range(m):
             kt[i] = abs(xs[i])
     else:
         for i in range(m):
             kt[i] = xs[i] + np.float32(0.0)  # -0.0 becomes +0.0, as the torch keys do
-    if dead_mode == 1 and kind != 2:
+    if dead_mode == 1 and kind < 2:
         vs = v[t0:t0 + m]
         for i in range(m):
             live[i] = vs[i] != inf
@@ -50,7 +63,7 @@ def _tile_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, li
             kt[i] = kt[i] if live[i] else ninf
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys,
+def _classify(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys,
               cap, block, stats):
     n = x.size
     nblk = (n + block - 1) // block
@@ -74,7 +87,7 @@ def _classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset
         base = k * cap
         for t0 in range(a, b, TILE):
             m = min(TILE, b - t0)
-            _tile_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
+            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
             for i in range(m):
                 kk = kt[i]
                 below = np.uint8(kk < lo)
@@ -179,11 +192,13 @@ def _scatter(bits, words, dense, target, pattern, second, pattern2):
 
 
 @njit(inline="always")
-def _key_at(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, i):
+def _key_at(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, i):
     """Position i's key, one at a time (the sample, the counting passes); with `exact` a
     pruned position's is -inf."""
     if kind == 2:
         key = _bitter7(x[i], v[i], eps, vmax)
+    elif kind == 3:
+        key = _bitter0(x[i], mm[i], v[i], eps, vmax)
     elif kind == 1:
         key = abs(x[i])
     else:
@@ -197,12 +212,12 @@ def _key_at(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, i):
 
 
 @njit(inline="always")
-def _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, a, width, out, o):
+def _row_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, a, width, out, o):
     for t in range(width):
-        out[o + t] = _key_at(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, a + t)
+        out[o + t] = _key_at(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, a + t)
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
+def _gather(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
     groups = (rows.size + 255) // 256
     sink = np.zeros(groups, np.float32)
     for g in prange(groups):
@@ -212,15 +227,17 @@ def _gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out
         touch = np.float32(0.0)
         for r in range(r0, r1):
             touch += x[rows[r] * width]
-            if kind == 2 or dead_mode == 1:
+            if kind >= 2 or dead_mode == 1:
                 touch += v[rows[r] * width]
+            if kind == 3:
+                touch += mm[rows[r] * width]
         sink[g] = touch
         for r in range(r0, r1):
-            _row_keys(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
+            _row_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, local, nan, span_out,
+def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, local, nan, span_out,
                 below_out):
     # exact keys (pruned positions -inf); counts the keys whose ordered pattern u has
     # u >> shift in [start, start + 2**width), in slot (u >> shift) - start, and adds the
@@ -264,7 +281,7 @@ def _digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width
         c_low = 0
         for t0 in range(a, b, TILE):
             m = min(TILE, b - t0)
-            _tile_keys(kind, x, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
+            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
             cn = 0
             cg = 0
             cl = 0

@@ -12,7 +12,8 @@ selection would.
 
 Kinds of key: KEYS reads keys that torch computed into a chunk buffer (every score without
 a kernel here, and weights or states stored in 2-byte dtypes); ABS is |w| (magnitude, and
-every score before the optimizer has state); BITTER7 is |w| * (min(v, VMAX) + eps)^(1/4).
+every score before the optimizer has state); BITTER7 is |w| * (min(v, VMAX) + eps)^(1/4);
+BITTER0 is w * w * |m| / (sqrt(min(v, VMAX)) + eps), the only kind that reads m.
 
 The recorded bits mark only positions that are alive (`dead_mode` says how the mask shows
 a pruned position: exp_avg_sq = +inf, or a bit), so committing them writes only the newly
@@ -27,7 +28,7 @@ import numpy as np
 
 import importlib.util
 
-KEYS, ABS, BITTER7 = 0, 1, 2
+KEYS, ABS, BITTER7, BITTER0 = 0, 1, 2, 3
 DEAD_NONE, DEAD_STATE, DEAD_BITS = 0, 1, 2
 BLOCK = 1 << 15  # positions per parallel work item
 TILE = 1024  # positions scored at once: their keys and flags stay in the L1 cache
@@ -72,11 +73,11 @@ def warm():
                np.zeros(1, np.int64), new_span())
 
 
-def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out):
+def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out, m=None):
     """The keys of the `width`-position rows `rows` of one tensor into `out` (numpy float32,
     rows * width), as classify computes them; pruned positions show -inf with `exact`, else
-    their natural key (0 for the never-negative scores)."""
-    kernels()._gather(kind, x, v, dead_mode, dead_bits, bool(exact), np.float32(eps), np.float32(vmax), rows, int(width), out)
+    their natural key (0 for the never-negative scores). `m`: the first moment (BITTER0)."""
+    kernels()._gather(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(eps), np.float32(vmax), rows, int(width), out)
 
 
 def block_cap(length: int, band_share: float) -> int:
@@ -86,13 +87,13 @@ def block_cap(length: int, band_share: float) -> int:
 
 
 def classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys, cap,
-             block=BLOCK):
+             block=BLOCK, m=None):
     """Classify the positions of one range (numpy arrays; see the module notes), in blocks of
     `block` positions holding at most `cap` band entries each. Returns (below lo, band size,
     -inf keys, new bits, overflowed); unless a block overflowed, the band's positions
     (offset-based) and keys are pos[:band], keys[:band], ascending."""
     stats = np.zeros(5, np.int64)
-    kernels()._classify(kind, x, v, dead_mode, dead_bits, bool(exact), np.float32(lo), np.float32(hi),
+    kernels()._classify(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(lo), np.float32(hi),
                         np.float32(eps), np.float32(vmax), int(offset), new_bits, pos, keys, int(cap), int(block),
                         stats)
     return int(stats[0]), int(stats[1]), int(stats[2]), int(stats[3]), bool(stats[4])
@@ -119,7 +120,8 @@ def set_threads(n: int):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan, span, tables=None):
+def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width, hist, nan, span, tables=None,
+               m=None):
     """Add to `hist` (int64, 2**width) the counts of the `width` bits that follow the
     `used`-bit `prefix` in the ordered patterns (`ordered`) of one range's exact keys,
     pruned positions at -inf; keys without that prefix are not counted. Adds the NaN keys
@@ -127,11 +129,11 @@ def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width,
     `tables` (from count_tables): the threads' counts, kept over a pass's tensors and
     added to hist by add_tables; without them, this call's own."""
     window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix << width, 32 - used - width, width, hist, nan,
-                span, np.zeros(2, np.int64), tables)
+                span, np.zeros(2, np.int64), tables, m)
 
 
 def window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, nan, span, below,
-                tables=None):
+                tables=None, m=None):
     """digit_hist over a window of the ordered patterns: the keys whose pattern u has
     u >> shift in [start, start + 2**width) are counted in hist[(u >> shift) - start],
     those below it added to below[0] and the -inf keys (pruned positions) to below[1]
@@ -142,7 +144,7 @@ def window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width
     own = tables is None
     if own:
         tables = count_tables(width)
-    kernels()._digit_hist(kind, x, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(start),
+    kernels()._digit_hist(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(start),
                           int(shift), int(width), hist, tables, nan, span, below)
     if own:
         add_tables(tables, hist)

@@ -109,13 +109,16 @@ class _Keys:
                              out=self.bufs.out[:n], tmp=self.bufs.tmp[:n])
 
     def cpu_inputs(self, i, exact):
-        """(kind, x, v, dead_mode, dead) numpy views of tensor i for cpu_pass, whose compiled
-        loop computes the keys itself: |w|, bitter7's, or movement's buffer as it is; None
-        where it cannot (another score, 2-byte dtypes, or exact keys whose pruned
-        positions the loop cannot see), and the pass reads keys() instead."""
+        """(kind, x, m, v, dead_mode, dead) numpy views of tensor i for cpu_pass, whose
+        compiled loop computes the keys itself: |w|, bitter7's, bitter0's, or movement's
+        buffer as it is (m: the first moment, bitter0's only); None where it cannot
+        (another score, 2-byte dtypes, or exact keys whose pruned positions the loop
+        cannot see), and the pass reads keys() instead."""
         if (i, exact) not in self._cpu:  # once per update: a pass over many small tensors asks often
             self._cpu[(i, exact)] = self._cpu_inputs(i, exact)
         return self._cpu[(i, exact)]
+
+    _KINDS = {"bitter7": cpu_pass.BITTER7, "bitter0": cpu_pass.BITTER0}
 
     def _cpu_inputs(self, i, exact):
         pr, j = self.pr, self.js[i]
@@ -124,16 +127,18 @@ class _Keys:
         if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
             return None
         if pr.method == "movement":
-            kind, v = cpu_pass.KEYS, None
+            kind, m, v = cpu_pass.KEYS, None, None
         elif m is None:
             kind, v = cpu_pass.ABS, None
-        elif pr.score.kernel == "bitter7":
-            kind = cpu_pass.BITTER7
+        elif pr.score.kernel in self._KINDS:
+            kind = self._KINDS[pr.score.kernel]
+            m = m if kind == cpu_pass.BITTER0 else None
         else:
             return None
-        if w.dtype != torch.float32 or v is not None and v.dtype != torch.float32:
+        if any(t is not None and t.dtype != torch.float32 for t in (w, m, v)):
             return None
-        return kind, w.numpy(), None if v is None else v.numpy(), dead_mode, dead
+        return (kind, w.numpy(), None if m is None else m.numpy(), None if v is None else v.numpy(), dead_mode,
+                dead)
 
     def prune_bits(self, i, bits, count=None):
         self.pr.rep.prune_bits(self.js[i], bits, count)

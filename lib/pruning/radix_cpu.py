@@ -46,11 +46,11 @@ def _count(source, start, shift, width, hist, nan, span, below, sel):
     for i, n in enumerate(source.sizes):
         inputs = source.cpu_inputs(i, True)
         if inputs is not None:
-            kind, x, v, dead_mode, dead = inputs
+            kind, x, m, v, dead_mode, dead = inputs
             if dead_mode == cpu_pass.DEAD_STATE:
                 v = dead
             cpu_pass.window_hist(kind, x, none_f if v is None else v, dead_mode,
-                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, *args)
+                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, *args, m=m)
             sel.chunk_visits += -(-n // source.chunk)
             continue
         for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
