@@ -210,10 +210,18 @@ def _model(kind, seed=2):
         with torch.no_grad():
             for p in m.parameters():
                 p.masked_fill_(torch.rand(p.shape) < 0.3, 0.0)
+    if kind == "silent":  # 30% of weights 0, and their gradients always 0 (_masks): they stay 0
+        with torch.no_grad():
+            for p in m.parameters():
+                p.masked_fill_(_silent(p), 0.0)
     return m
 
 
-def _masks(kind, opt_name, method, compiled, monkeypatch, **kw):
+def _silent(p):
+    return torch.rand(p.shape, generator=torch.Generator().manual_seed(5)) < 0.3
+
+
+def _masks(kind, opt_name, method, compiled, monkeypatch, target=0.9, **kw):
     monkeypatch.setattr(bracket, "FUSED", compiled)
     monkeypatch.setattr(select, "COMPILED", compiled)
     model = _model(kind)
@@ -221,7 +229,7 @@ def _masks(kind, opt_name, method, compiled, monkeypatch, **kw):
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    pr = Pruner(opt, prunable_weights(model), target=0.9, warmup_end=2, ramp_end=12, frequency=5, **method, **kw)
+    pr = Pruner(opt, prunable_weights(model), target=target, warmup_end=2, ramp_end=12, frequency=5, **method, **kw)
     gen = torch.Generator().manual_seed(9)
     out, routes = [], []
     for t in range(1, 13):
@@ -229,12 +237,14 @@ def _masks(kind, opt_name, method, compiled, monkeypatch, **kw):
             g = torch.randn(p.shape, generator=gen) * 1e-3
             if kind == "ties":
                 g = torch.round(g * 1e3) * 1e-3  # equal moments too
+            if kind == "silent":  # the same 30% of gradients always exactly 0: bitter0 scores them 0
+                g = g.masked_fill(_silent(p), 0.0)
             p.grad = g
         pr.before_update()
         opt.step()
         if t in (2, 7, 12):
             pr.update(t)
-            assert pr.pruned_count() == round(sparsity_at(t, warmup_end=2, ramp_end=12, final=0.9) * pr.total)
+            assert pr.pruned_count() == round(sparsity_at(t, warmup_end=2, ramp_end=12, final=target) * pr.total)
             out.append([copy.deepcopy(pr.rep.dead_mask(j)) for j in range(len(pr.params))])
             routes.append([(s.bracketed, s.collected) for s in pr.selections if s.passes])
     monkeypatch.undo()
@@ -259,6 +269,22 @@ CASES = [
 def test_compiled_routes_prune_what_the_torch_routes_prune(kind, opt_name, method, kw, monkeypatch):
     fast, _ = _masks(kind, opt_name, method, True, monkeypatch, **kw)
     slow, _ = _masks(kind, opt_name, method, False, monkeypatch, **kw)
+    for a, b in zip(fast, slow):
+        assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("kind,opt_name,method", [("silent", "adamw", dict(method="state", variant="bitter0")),
+                                                  ("silent", "sgd", dict(method="magnitude")),
+                                                  ("silent", "adamw", dict(method="magnitude"))])
+def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_prunes(kind, opt_name, method,
+                                                                                      monkeypatch):
+    calls = []
+    tie_pass = cpu_pass.tie_pass
+    monkeypatch.setattr(cpu_pass, "tie_pass", lambda *a, **k: calls.append(1) or tie_pass(*a, **k))
+    # to 20%: the cut falls among the 30% equal scores (0), more of them than `cap`
+    fast, _ = _masks(kind, opt_name, method, True, monkeypatch, target=0.2, cap=256)
+    assert calls
+    slow, _ = _masks(kind, opt_name, method, False, monkeypatch, target=0.2, cap=256)
     for a, b in zip(fast, slow):
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
 

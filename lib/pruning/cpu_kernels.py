@@ -238,7 +238,7 @@ def _gather(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows, width,
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, local, nan, span_out,
-                below_out):
+                below_out, tile_slot, tile_counts):
     # exact keys (pruned positions -inf); counts the keys whose ordered pattern u has
     # u >> shift in [start, start + 2**width), in slot (u >> shift) - start, and adds the
     # keys below that window to below_out[0], the -inf keys to below_out[1]. A radix digit
@@ -246,7 +246,9 @@ def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, w
     # width. A tile's keys, their ordered patterns and their table slots are each one
     # vectorised loop; only the increments are one at a time (a scalar loop over all of it
     # ran at 3-5 ns a key, this at about 0.8). Four tables per thread, by position mod 4: runs of equal keys
-    # (the pruned ones, ties) would make each count wait for the one before.
+    # (the pruned ones, ties) would make each count wait for the one before. With
+    # tile_slot >= -1, tile_counts[k] gets how many keys of tile k (TILE positions) went to
+    # slot tile_slot (-1: to any slot), for the tie pass (_tie_pass).
     n = x.size
     size = 1 << width
     # local: int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots: see below),
@@ -307,6 +309,12 @@ def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, w
                 hi_u = max(hi_u, u if ok else np.uint32(0))
             for i in range(m):
                 tab[slot[i]] += 1
+            if tile_slot >= -1:
+                ct = 0
+                for i in range(m):
+                    e = slot[i] - (i & 3) * stride
+                    ct += (e == tile_slot) if tile_slot >= 0 else (e < size)
+                tile_counts[t0 // TILE] = ct
             c_nan += cn
             c_neg += cg
             c_low += cl
@@ -324,3 +332,121 @@ def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, w
     below_out[1] += negs.sum()
     if negs.sum() and np.uint32((ninf_u >> sh) - first) < usize:  # -inf's ordered pattern is 0x007FFFFF
         hist[(0x007FFFFF >> shift) - start] += negs.sum()
+
+
+@njit(inline="always")
+def _hash31(pos):
+    """select.position_hash of one global position."""
+    m31 = np.int64(0x7FFFFFFF)
+    h = ((pos & m31) * np.int64(0x2545F491)) & m31
+    h ^= h >> np.int64(15)
+    h = (h * np.int64(0x1B873593)) & m31
+    return h ^ (h >> np.int64(13))
+
+
+@njit(boundscheck=False)
+def _select_smallest(a, k):
+    """Reorder a (distinct int64) so that its k smallest come first (quickselect)."""
+    lo = 0
+    hi = a.size - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        # median of three as the pivot
+        x, y, z = a[lo], a[mid], a[hi]
+        piv = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < piv:
+                i += 1
+            while a[j] > piv:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k - 1 <= j:
+            hi = j
+        elif k - 1 >= i:
+            lo = i
+        else:
+            break
+
+
+@njit(boundscheck=False, nogil=True)
+def _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, ties, new_bits, mine, kt, live,
+               nw, hk):
+    """_tie_pass on the chunk [a, b): returns the bits it set."""
+    nw64 = nw.view(np.uint64)
+    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
+    m31 = np.int64(0x7FFFFFFF)
+    new = 0
+    bound = np.int64(1) << np.int64(31)  # every hash is below it
+    if q:
+        # q plus 6 standard deviations of a binomial count, as a share of 2**31
+        share = min(1.0, (q + 6.0 * np.sqrt(q + 1.0) + 16.0) / max(ties, 1))
+        if share < 1.0:
+            bound = np.int64(share * 2147483648.0)
+    k = 0
+    for attempt in range(2):
+        k = 0
+        for t0 in range(a, b, TILE):
+            m = min(TILE, b - t0)
+            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
+            if attempt == 0:
+                for i in range(m):
+                    nw[i] = np.uint8(kt[i] < tau) & live[i]
+                words = (m + 7) // 8
+                for i in range(m, words * 8):
+                    nw[i] = 0
+                cn = np.uint64(0)
+                q0 = t0 >> 3
+                for w8 in range(words):
+                    cn += (nw64[w8] * sum8) >> top
+                    new_bits[q0 + w8] |= np.uint8((nw64[w8] * gather) >> top)
+                new += np.int64(cn)
+            if q:
+                g0 = goff + t0
+                for i in range(m):  # one vectorised loop: the candidates' flags and sort keys
+                    h = _hash31(g0 + i)
+                    hk[i] = (h << np.int64(31)) | (g0 + i)
+                    nw[i] = (kt[i] == tau) & (h < bound)
+                for i in range(m):
+                    mine[k] = hk[i]
+                    k += nw[i]  # kept by advancing k
+        if k >= q:
+            break
+        bound = np.int64(1) << np.int64(31)  # too few below the bound: all ties, read again
+    if q:
+        sel = mine[:k]
+        if q < k:
+            _select_smallest(sel, q)
+        for e in range(q):
+            p = (sel[e] & m31) - goff
+            new_bits[p >> 3] |= np.uint8(1 << (p & 7))
+        new += q
+    return new
+
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _tie_pass(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk, quota, ties, new_bits, scratch,
+              stats):
+    # the chunks of one tensor (exact keys): set the bit of every live key below tau, and
+    # of the quota[c] keys equal to tau in chunk c (ties[c] of them) whose global position
+    # goff + i has the smallest hash (ties of hashes by position: the hash, shifted, above
+    # the position). The hashes are uniform, so a chunk first keeps only the ties whose
+    # hash lies below a bound that the quota's smallest pass by a wide margin, and chooses
+    # among those; in the rare chunk where too few pass, it reads its keys again.
+    n = x.size
+    nch = (n + chunk - 1) // chunk
+    threads = scratch.shape[0]
+    per = np.zeros(nch, np.int64)
+    for t in prange(threads):
+        kt = np.empty(TILE, np.float32)
+        live = np.ones(TILE, np.uint8)
+        nw = np.zeros(TILE, np.uint8)
+        hk = np.empty(TILE, np.int64)
+        for c in range(t, nch, threads):
+            a = c * chunk
+            per[c] = _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, min(n, a + chunk),
+                                quota[c], ties[c], new_bits, scratch[t], kt, live, nw, hk)
+    stats[0] = per.sum()

@@ -133,21 +133,44 @@ def digit_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, prefix, used, width,
 
 
 def window_hist(kind, x, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, nan, span, below,
-                tables=None, m=None):
+                tables=None, m=None, tiles=None, tile_slot=-1):
     """digit_hist over a window of the ordered patterns: the keys whose pattern u has
     u >> shift in [start, start + 2**width) are counted in hist[(u >> shift) - start],
     those below it added to below[0] and the -inf keys (pruned positions) to below[1]
-    (int64[2]); span and nan as digit_hist. A digit after
-    a `used`-bit prefix is the window start = prefix << width, shift = 32 - used - width."""
+    (int64[2]); span and nan as digit_hist. A digit after a `used`-bit prefix is the
+    window start = prefix << width, shift = 32 - used - width. With `tiles` (int32, one
+    per TILE positions), tiles[k] = how many of tile k's keys went to slot `tile_slot`
+    (-1: to any slot, the window's live keys): a tie pass's counts (tie_pass)."""
     if x.size >= 1 << 31:
         raise ValueError("a tensor of 2**31 or more elements is beyond the compiled counts; prune it on the GPU")
     own = tables is None
     if own:
         tables = count_tables(width)
-    kernels()._digit_hist(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, np.float32(eps), np.float32(vmax), int(start),
-                          int(shift), int(width), hist, tables, nan, span, below)
+    kernels()._digit_hist(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, np.float32(eps),
+                          np.float32(vmax), int(start), int(shift), int(width), hist, tables, nan, span, below,
+                          -2 if tiles is None else int(tile_slot), _NO_TILES if tiles is None else tiles)
     if own:
         add_tables(tables, hist)
+
+
+_NO_TILES = np.zeros(0, np.int32)
+
+
+def tile_count(n: int) -> int:
+    return -(-n // TILE)
+
+
+def tie_pass(kind, x, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk, quota, ties, new_bits, scratch,
+             m=None):
+    """Set the bits (packed, numpy uint8) of one tensor's live keys below `tau` and, in each
+    `chunk`-position chunk c, of the quota[c] keys equal to tau whose global position
+    goff + i has the smallest select.position_hash (equal hashes by position); exact keys,
+    so pruned positions are never chosen. ties[c]: how many keys of chunk c equal tau;
+    `scratch`: int64 (threads, chunk + 8). Returns how many bits it set."""
+    stats = np.zeros(1, np.int64)
+    kernels()._tie_pass(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, np.float32(tau),
+                        np.float32(eps), np.float32(vmax), int(goff), int(chunk), quota, ties, new_bits, scratch, stats)
+    return int(stats[0])
 
 
 def count_tables(width: int):

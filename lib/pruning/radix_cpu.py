@@ -38,28 +38,46 @@ def available(source) -> bool:
     return source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
 
 
-def _count(source, start, shift, width, hist, nan, span, below, sel):
-    """One counting pass (cpu_pass.window_hist) over every tensor of `source`."""
+def _count(source, start, shift, width, hist, nan, span, below, sel, tiles=None, tile_slot=-1):
+    """One counting pass (cpu_pass.window_hist) over every tensor of `source`; with `tiles`
+    (one int32 array per tensor), each tile's count of keys in slot `tile_slot`."""
     none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
     tables = cpu_pass.count_tables(width)  # one set for the pass: a model of many small tensors
     args = (scores.EPS, score_registry.VMAX, start, shift, width, hist, nan, span, below, tables)
     for i, n in enumerate(source.sizes):
         inputs = source.cpu_inputs(i, True)
         if inputs is not None:
-            kind, x, m, v, dead_mode, dead = inputs
-            if dead_mode == cpu_pass.DEAD_STATE:
-                v = dead
-            cpu_pass.window_hist(kind, x, none_f if v is None else v, dead_mode,
-                                 dead if dead_mode == cpu_pass.DEAD_BITS else none_u8, *args, m=m)
+            kind, x, v, dead_mode, dead, m = _unpack(inputs)
+            cpu_pass.window_hist(kind, x, v, dead_mode, dead, *args, m=m,
+                                 tiles=None if tiles is None else tiles[i], tile_slot=tile_slot)
             sel.chunk_visits += -(-n // source.chunk)
             continue
         for a in range(0, n, source.chunk):  # the source's exact keys: pruned positions at -inf
             b = min(a + source.chunk, n)
             cpu_pass.window_hist(cpu_pass.KEYS, source.keys(i, a, b, True).numpy(), none_f, cpu_pass.DEAD_NONE,
-                                 none_u8, *args)
+                                 none_u8, *args, tiles=None if tiles is None else tiles[i][a // cpu_pass.TILE:],
+                                 tile_slot=tile_slot)
             sel.chunk_visits += 1
     cpu_pass.add_tables(tables, hist)
     sel.passes += 1
+
+
+_NONE_F, _NONE_U8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
+
+
+def _unpack(inputs):
+    """(kind, x, v, dead_mode, dead bits, m) of a source's cpu_inputs, as the loops take them:
+    v is the array that shows pruned positions when the mask lives in exp_avg_sq."""
+    kind, x, m, v, dead_mode, dead = inputs
+    if dead_mode == cpu_pass.DEAD_STATE:
+        v = dead
+    return (kind, x, _NONE_F if v is None else v, dead_mode, dead if dead_mode == cpu_pass.DEAD_BITS else _NONE_U8,
+            m)
+
+
+def _new_tiles(source, ledger):
+    ledger.hold(4 * sum(cpu_pass.tile_count(n) for n in source.sizes))
+    return [torch.zeros(cpu_pass.tile_count(n), dtype=torch.int32).numpy() for n in source.sizes]
 
 
 def window_of(lo: float, hi: float, width: int) -> tuple:
@@ -89,14 +107,20 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
     dead_total = sum(dead)
     goal = dead_total + count
     prefix, used, r, in_range = 0, 0, goal, total
+    tiles = None  # per tile, the keys of the cut's bin, from the pass that counted them
     ledger.hold(hist_bytes(digits))
+    held = hist_bytes(digits)
     try:
         cpu_pass.set_threads(min(THREADS, torch.get_num_threads()))
         if window is not None:
             width = max(digits)
             start, shift = window_of(*window, width)
             hist, nan, span, below = _new_counts(width)
-            _count(source, start, shift, width, hist, nan, span, below, sel)
+            # a window one pattern per slot (a bracket of one value, say) may cut among the
+            # ties of its lowest value: count them per tile for the tie pass
+            w_tiles = _new_tiles(source, ledger) if shift == 0 else None
+            held += 0 if w_tiles is None else 4 * sum(t.size for t in w_tiles)
+            _count(source, start, shift, width, hist, nan, span, below, sel, w_tiles, 0)
             if _refuse(nan, below, dead_total):
                 return None
             cum = np.cumsum(hist)
@@ -105,15 +129,21 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
                 d = int(np.searchsorted(cum, goal - low))
                 in_range, r = int(hist[d]), goal - low - (int(cum[d - 1]) if d else 0)
                 prefix, used = start + d, 32 - shift
+                tiles = w_tiles if d == 0 else None
         widths = list(digits) if used == 0 else [min(max(digits), 32 - used - k) for k in range(0, 32 - used,
                                                                                              max(digits))]
         for width in widths:
             if used and in_range <= cap:
                 break
             hist, nan, span, below = _new_counts(width)
-            _count(source, prefix << width, 32 - used - width, width, hist, nan, span, below, sel)
+            if used and tiles is None:
+                tiles = _new_tiles(source, ledger)  # the bin's keys per tile: its ties, if it is one value
+                held += 4 * sum(t.size for t in tiles)
+            _count(source, prefix << width, 32 - used - width, width, hist, nan, span, below, sel,
+                   tiles if used else None)
             if used and span[0] == span[1]:  # every key of the cut's bin is one value: tau
-                return cpu_pass.from_ordered(int(span[0])), in_range, r
+                return _ties(source, cpu_pass.from_ordered(int(span[0])), in_range, r, tiles, dead, sel, ledger,
+                             finish, goal)
             if used == 0 and _refuse(nan, below, dead_total):
                 return None
             cum = np.cumsum(hist)
@@ -121,16 +151,68 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
             below_bin = int(cum[d - 1]) if d else 0
             in_range, r = int(hist[d]), r - below_bin
             prefix, used = (prefix << width) | d, used + width
+        first = prefix << (32 - used)
+        after = first + (1 << (32 - used))
+        lo = cpu_pass.from_ordered(first)
+        hi = cpu_pass.from_ordered(after) if after <= POS_INF else float("inf")
+        if in_range <= cap:
+            ledger.free(held)
+            held = 0
+            return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, resolve, finish,
+                                 in_range / total, bracketed=False)
+        # one value (all 32 bits fixed), too many ties to collect
+        if tiles is None:  # the window's cut was not its lowest slot: count that value's keys per tile
+            tiles = _new_tiles(source, ledger)
+            held += 4 * sum(t.size for t in tiles)
+            hist, nan, span, below = _new_counts(0)
+            _count(source, first, 0, 0, hist, nan, span, below, sel, tiles, 0)
+        return _ties(source, lo, in_range, r, tiles, dead, sel, ledger, finish, goal)
     finally:
-        ledger.free(hist_bytes(digits))
-    first = prefix << (32 - used)
-    after = first + (1 << (32 - used))
-    lo = cpu_pass.from_ordered(first)
-    hi = cpu_pass.from_ordered(after) if after <= POS_INF else float("inf")
-    if in_range <= cap:
-        return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, resolve, finish, in_range / total,
-                             bracketed=False)
-    return lo, in_range, r  # one value, too many ties to collect: the caller prunes at tau
+        ledger.free(held)
+
+
+def _ties(source, tau, ties, drops, tiles, dead, sel, ledger, finish, goal):
+    """The cut is `tau`, held by `ties` keys of which `drops` go: prune every live key below
+    tau and the chosen ties in one compiled pass (tie_pass), the tie quotas per chunk from
+    the tiles' counts exactly as select.prune_at_tau spreads them; or (tau, ties, drops) for
+    select.prune_at_tau when a tensor has no compiled loop."""
+    inputs = [source.cpu_inputs(i, True) for i in range(len(source.sizes))]
+    chunk = source.chunk
+    if any(x is None for x in inputs) or chunk % cpu_pass.TILE:
+        return tau, ties, drops
+    per_chunk = chunk // cpu_pass.TILE  # chunks are whole tiles (multiples of MIN_CHUNK)
+    t_c = [np.add.reduceat(t.astype(np.int64), np.arange(0, t.size, per_chunk)) for t in tiles]
+    flat = np.concatenate(t_c)
+    seen = np.concatenate([[0], np.cumsum(flat)[:-1]])
+    quota = (drops * (seen + flat)) // ties - (drops * seen) // ties  # select.tie_quota, every chunk at once
+    if int(flat.sum()) != ties or int(quota.sum()) != drops:
+        raise RuntimeError("pruning scores changed between passes (NaN in the weights or the optimizer state?)")
+    threads = min(THREADS, torch.get_num_threads())
+    work = sum(-(-n // 64) * 8 for n in source.sizes) + threads * (chunk + 8) * 8
+    ledger.hold(work)
+    try:
+        scratch = torch.empty((threads, chunk + 8), dtype=torch.int64).numpy()
+        sel.tau, sel.ties, sel.tie_drops = tau, ties, drops
+        at = 0
+        new = []
+        bits = []
+        for i, n in enumerate(source.sizes):
+            kind, x, v, dead_mode, dead_bits, m = _unpack(inputs[i])
+            b = torch.zeros(-(-n // 64) * 8, dtype=torch.uint8).numpy()
+            q = quota[at:at + t_c[i].size]
+            at += t_c[i].size
+            new.append(cpu_pass.tie_pass(kind, x, v, dead_mode, dead_bits, tau, scores.EPS, score_registry.VMAX,
+                                         source.offsets[i], chunk, np.ascontiguousarray(q), t_c[i], b, scratch,
+                                         m=m))
+            bits.append(b)
+            sel.chunk_visits += t_c[i].size
+        sel.passes += 1
+        for i, b in enumerate(bits):
+            if new[i]:
+                source.prune_bits(i, b[:-(-source.sizes[i] // 8)], new[i])
+        return finish(sel, {(i, 0): dead[i] + c for i, c in enumerate(new)}, dead, goal)
+    finally:
+        ledger.free(work)
 
 
 def _new_counts(width):
