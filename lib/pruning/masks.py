@@ -120,7 +120,8 @@ class StateMask(_Mask):
     def prepare(self):
         """Give every prunable weight Adam state (as torch would at its first step), so a
         weight that never had a gradient can still carry its mask."""
-        for p, g in zip(self.params, groups_of(self.opt, self.params)):
+        empty = [p for p in self.params if len(self.opt.state.get(p, ())) == 0]
+        for p, g in zip(empty, groups_of(self.opt, empty) if empty else ()):
             st = self.opt.state[p]
             if len(st) == 0:
                 if g is None:
@@ -136,11 +137,17 @@ class StateMask(_Mask):
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if g.get("amsgrad", False):
                     st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        # flat views used chunk by chunk during the update
-        self._views = []
-        for p in self.params:
+        self._flat = {}  # j -> flat views of the weight and its second moments, made when first asked
+
+    def _views(self, j):
+        """(flat weight, [flat exp_avg_sq (and max_exp_avg_sq)]) of tensor j: made per update
+        and per tensor pruned, not for every tensor up front (a model of thousands of small
+        tensors paid for them all at every update)."""
+        if j not in self._flat:
+            p = self.params[j]
             st = self.opt.state[p]
-            self._views.append((flat(p.data), [flat(st[k]) for k in ("exp_avg_sq", "max_exp_avg_sq") if k in st]))
+            self._flat[j] = (flat(p.data), [flat(st[k]) for k in ("exp_avg_sq", "max_exp_avg_sq") if k in st])
+        return self._flat[j]
 
     def _v(self, j):
         st = self.opt.state.get(self.params[j])
@@ -168,7 +175,7 @@ class StateMask(_Mask):
     def prune(self, j, a, b, keep):
         """keep: float32 1 (keep) / 0 (prune) for positions [a, b), any weight and state
         dtype; call prepare() first. Re-pruning a pruned position changes nothing."""
-        w, seconds = self._views[j]
+        w, seconds = self._views(j)
         for v in seconds:  # v / 0 = inf (0 / 0 = NaN -> inf); v / 1 = v exactly
             v[a:b].div_(keep).nan_to_num_(nan=INF, posinf=INF)
         w[a:b].mul_(keep)
@@ -184,14 +191,14 @@ class StateMask(_Mask):
     def prune_bits(self, j, bits, count=None):
         """Prune tensor j where the packed numpy `bits` are set (`count` of them, if known;
         CPU): only those weights and second moments are written."""
-        w, seconds = self._views[j]
+        w, seconds = self._views(j)
         cpu_pass.scatter(bits, int_view(seconds[0]), inf_pattern(seconds[0].dtype), int_view(w), 0, count)
         for v in seconds[1:]:  # max_exp_avg_sq (AMSGrad)
             cpu_pass.scatter(bits, int_view(v), inf_pattern(v.dtype), count=count)
 
     def prune_at(self, j, pos):
         """Prune the given flat positions (few: a band's losers); call prepare() first."""
-        w, seconds = self._views[j]
+        w, seconds = self._views(j)
         for v in seconds:
             v.index_fill_(0, pos, INF)
         w.index_fill_(0, pos, 0.0)

@@ -34,6 +34,7 @@ SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
 # models from this size load the compiled CPU pass when their pruner is built (about half a
 # second); smaller ones load it at the first update that takes the bracketed pass, if any
 WARM_FROM = 1 << 20
+LAYER_SAMPLE_KEYS = 1 << 15  # the least a layer pruned on its own samples (scope = layer)
 
 
 class _Buffers:
@@ -51,6 +52,30 @@ class _Buffers:
         self.out = self.tmp = self.conv = None
 
 
+class _Views(dict):
+    """Tensor j's flat (w, m, v, step, beta1) as the scores read them, made once per update
+    when first asked: a model of thousands of small tensors whose compiled pass reads its
+    tensors through a table of addresses (cpu_pass) needs none of them."""
+
+    def __init__(self, pruner):
+        super().__init__()
+        self.pr, self.betas = pruner, None
+        self.use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
+
+    def __missing__(self, j):
+        pr = self.pr
+        if self.betas is None:
+            self.betas = pr.beta1s()
+        p = pr.params[j]
+        st = pr.opt.state.get(p, {})
+        step = int(st["step"]) if self.use_state and "step" in st else 0
+        m = flat(st["exp_avg"]) if step >= 1 else None
+        v = flat(st["exp_avg_sq"]) if step >= 1 else None
+        src = flat(pr.movement[j]) if pr.method == "movement" else flat(p.detach())
+        self[j] = got = (src, m, v, step, self.betas[j])
+        return got
+
+
 class _Keys:
     """The scores of some prunable tensors, as select.prune_lowest reads them."""
 
@@ -64,18 +89,8 @@ class _Keys:
         # scores that are never negative leave a pruned weight (w = 0) at exactly 0: no
         # pass is needed to mark it, unless the cut falls among the zeros (select.py)
         self.dead_key = 0.0 if pruner.nonnegative else None
-        self.views = {}  # j -> flat (w, m, v, step, beta1): built once per update, not per chunk
+        self.views = _Views(pruner)  # j -> flat (w, m, v, step, beta1), made when first asked
         self._cpu = {}  # (i, exact) -> cpu_inputs
-        use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
-        betas = pruner.beta1s()
-        for j in self.js:
-            p = pruner.params[j]
-            st = pruner.opt.state.get(p, {})
-            step = int(st["step"]) if use_state and "step" in st else 0
-            m = flat(st["exp_avg"]) if step >= 1 else None
-            v = flat(st["exp_avg_sq"]) if step >= 1 else None
-            src = flat(pruner.movement[j]) if pruner.method == "movement" else flat(p.detach())
-            self.views[j] = (src, m, v, step, betas[j])
 
     def _f32(self, t, k, n):
         """t as float32: itself, or a copy into conversion buffer k."""
@@ -320,7 +335,11 @@ class Pruner:
 
     def _prune(self, js, count, bufs, ledger):
         src = _Keys(self, js, bufs)
-        sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger, sample=self.sample,
+        # a layer pruned on its own (scope = layer) samples its share of the model's sample:
+        # its band is about as many keys as the whole model's, and the layers' samples add up
+        sample = self.sample if len(js) == len(self.params) else \
+            min(self.sample, max(LAYER_SAMPLE_KEYS, self.sample * sum(src.sizes) // self.total // BLOCK * BLOCK))
+        sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger, sample=sample,
                            band_cap=self.band_cap, seed=mix_seed(self.update_step, sum(self.dead) + count))
         for j, d in zip(src.js, sel.dead):
             self.dead[j] = d
