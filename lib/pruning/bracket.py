@@ -228,11 +228,15 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         nbytes += -(-n // 64) * 8
     span = min(RANGE, max(source.sizes))
     slots = -(-span // cpu_pass.BLOCK) * cpu_pass.block_cap(span, band_frac)
-    work = nbytes + slots * SCRATCH_BYTES
+    # small tensors in one call through a table, each its own band slots (cpu_pass.table_of)
+    table = source.cpu_table(exact) if hasattr(source, "cpu_table") else None
+    t_slots = 0 if table is None else int(table[1][:, cpu_pass.T_N].sum())
+    work = nbytes + (slots + t_slots) * SCRATCH_BYTES
     ledger.hold(work)
     held = 0
     try:
-        cpu_pass.set_threads(torch.get_num_threads())
+        threads = torch.get_num_threads()
+        cpu_pass.set_threads(threads)
         # torch's allocations, so its profiler sees what the ledger counts
         bits = torch.zeros(nbytes, dtype=torch.uint8).numpy()
         pos_buf = torch.empty(slots, dtype=torch.int64).numpy()
@@ -241,7 +245,30 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         band, in_band, n_lo, n_neg = [], 0, 0, 0
         below, new = [0] * len(source.sizes), [0] * len(source.sizes)
         sel.passes += 1  # an abandoned pass counts too
+        in_table = ()
+        if table is not None:
+            idx, tab = table
+            in_table = set(idx)
+            tab[:, cpu_pass.T_BITS] = np.asarray(byte_at, np.int64)[idx]
+            pos_t = torch.empty(t_slots, dtype=torch.int64).numpy()
+            key_t = torch.empty(t_slots, dtype=torch.float32).numpy()
+            out = cpu_pass.classify_table(tab, exact, lo, hi, scores.EPS, score_registry.VMAX, bits, pos_t, key_t,
+                                          threads)
+            n_lo, n_neg, in_band = int(out[:, 0].sum()), int(out[:, 2].sum()), int(out[:, 1].sum())
+            if in_band > cap:
+                return None
+            ledger.hold(in_band * 12)
+            held += in_band * 12
+            for e, i in enumerate(idx):
+                below[i], new[i] = int(out[e, 0]), int(out[e, 3])
+                sel.chunk_visits += -(-source.sizes[i] // source.chunk)
+            for e in np.flatnonzero(out[:, 1]).tolist():
+                s0, c_band = int(tab[e, cpu_pass.T_SLOT]), int(out[e, 1])
+                _band_entries(band, idx[e], 0, source.sizes[idx[e]], pos_t[s0:s0 + c_band], key_t[s0:s0 + c_band],
+                              source.chunk)
         for i, n in enumerate(source.sizes):
+            if i in in_table:
+                continue
             inputs = source.cpu_inputs(i, exact) if hasattr(source, "cpu_inputs") else None
             step = RANGE if inputs is not None else source.chunk
             for a in range(0, n, step):
@@ -283,12 +310,9 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                         return None
                     ledger.hold(c_band * 12)  # int64 positions and float32 keys
                     held += c_band * 12
-                    p, k = pos_buf_r[:c_band], key_buf_r[:c_band]
-                    # one entry per chunk, as the radix route collects them (tie quotas are per entry)
-                    cuts = np.searchsorted(p, np.arange(a - a % source.chunk + source.chunk, b, source.chunk))
-                    for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
-                        if pp.size:
-                            band.append((i, torch.from_numpy(pp).clone(), torch.from_numpy(kk).clone()))
+                    _band_entries(band, i, a, b, pos_buf_r[:c_band], key_buf_r[:c_band], source.chunk)
+        if table is not None:
+            band.sort(key=lambda entry: entry[0])  # tensor order (stable: chunk order within one)
         if band and bool(np.isnan(np.concatenate([k.numpy() for _, _, k in band])).any()):
             return None  # a NaN: the radix route refuses it before pruning anything
         if exact and n_neg != sum(dead):
@@ -307,12 +331,23 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                 np.bitwise_or.at(bits, byte_at[i] + (p >> 3), np.left_shift(1, p & 7).astype(np.uint8))
                 new[i] += p.size
             resolve(source, sel, band, r, chunk_dead, drop)
+        if table is not None:
+            source.prune_table(idx, tab, bits, [new[i] for i in idx], threads)
         for i in range(len(source.sizes)):
-            if new[i]:
+            if new[i] and i not in in_table:
                 _prune_bits(source, i, bits[byte_at[i]:byte_at[i] + -(-source.sizes[i] // 8)], new[i])
         return finish(sel, chunk_dead, dead, goal)
     finally:
         ledger.free(work + held)
+
+
+def _band_entries(band, i, a, b, p, k, chunk):
+    """Append tensor i's band keys k at positions p (ascending, in [a, b)) to `band`, one
+    entry per chunk, as the radix route collects them (tie quotas are per entry)."""
+    cuts = np.searchsorted(p, np.arange(a - a % chunk + chunk, b, chunk))
+    for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
+        if pp.size:
+            band.append((i, torch.from_numpy(pp).clone(), torch.from_numpy(kk).clone()))
 
 
 def _prune_bits(source, i, bits, count):

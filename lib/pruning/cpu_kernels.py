@@ -2,9 +2,35 @@
 a quarter of a second, which a run that never takes the compiled pass should not pay.
 Constants and the meaning of every argument: cpu_pass.py."""
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.extending import intrinsic
 
-from lib.pruning.cpu_pass import BLOCK, TILE, _GATHER, _SUM8
+from lib.pruning.cpu_pass import (BLOCK, TILE, _GATHER, _SUM8, T_BITS, T_DEAD, T_DM, T_KIND, T_M, T_N, T_SLOT,
+                                  T_TILE, T_V, T_X)
+
+
+def _pointer_at(of):
+    """An intrinsic: the int64 address as a pointer to `of` (a table of tensors' data)."""
+    def typer(typingctx, addr):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(of)))
+        return types.CPointer(of)(types.int64), codegen
+    return intrinsic(typer)
+
+
+_f32_at, _u8_at, _i32_at = _pointer_at(types.float32), _pointer_at(types.uint8), _pointer_at(types.int32)
+
+
+@njit(inline="always")
+def _entry(tab, e):
+    """(kind, x, m, v, dead mode, dead bits, n) of entry e of a table (cpu_pass.table_of):
+    arrays over the tensors' own memory; an absent one is empty."""
+    n = tab[e, T_N]
+    x = carray(_f32_at(tab[e, T_X]), (n,))
+    mm = carray(_f32_at(tab[e, T_M]), (n if tab[e, T_M] else 0,))
+    v = carray(_f32_at(tab[e, T_V]), (n if tab[e, T_V] else 0,))
+    dead = carray(_u8_at(tab[e, T_DEAD]), ((n + 7) // 8 if tab[e, T_DEAD] else 1,))
+    return tab[e, T_KIND], x, mm, v, tab[e, T_DM], dead, n
 
 
 @njit(inline="always")
@@ -55,12 +81,67 @@ def _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt
             byte = dead_bits[q0 + q]
             for r in range(8):
                 live[8 * q + r] = ((byte >> r) & 1) ^ 1
-    elif dead_mode == 0 and exact:
+    elif dead_mode == 0 and kind < 2:
         for i in range(m):
-            live[i] = kt[i] != ninf
+            live[i] = (kt[i] != ninf) | (not exact)
     if exact and dead_mode != 0:
         for i in range(m):
             kt[i] = kt[i] if live[i] else ninf
+
+@njit(inline="always")
+def _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, a, b, offset, new_bits,
+                    bits_base, pos, keys, base, cap, kt, live, lt, nw, bd):
+    """Classify positions [a, b) of one array: the bits of its live keys below lo into
+    new_bits from byte bits_base + a // 8 on, its band (at most `cap` entries, positions
+    offset + i) into pos / keys from `base` on. Returns (below lo, band, -inf keys, new bits)."""
+    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
+    ninf = np.float32(-np.inf)
+    one = np.uint8(1)
+    lt64, nw64, bd64 = lt.view(np.uint64), nw.view(np.uint64), bd.view(np.uint64)
+    c_below = 0
+    c_band = 0
+    c_ninf = 0
+    c_new = 0
+    for t0 in range(a, b, TILE):
+        m = min(TILE, b - t0)
+        _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
+        for i in range(m):
+            kk = kt[i]
+            below = np.uint8(kk < lo)
+            outside = below | np.uint8(kk >= hi)
+            lt[i] = below
+            nw[i] = below & live[i]
+            bd[i] = outside ^ one  # lo <= key < hi, and NaN (no compare holds for it)
+        if exact:
+            ni = 0
+            for i in range(m):
+                ni += kt[i] == ninf
+            c_ninf += ni
+        words = (m + 7) // 8
+        for i in range(m, words * 8):
+            lt[i] = 0
+            nw[i] = 0
+            bd[i] = 0
+        cb = np.uint64(0)
+        cn = np.uint64(0)
+        q0 = bits_base + (t0 >> 3)
+        for q in range(words):
+            cb += (lt64[q] * sum8) >> top
+            cn += (nw64[q] * sum8) >> top
+            new_bits[q0 + q] = np.uint8((nw64[q] * gather) >> top)
+        c_below += np.int64(cb)
+        c_new += np.int64(cn)
+        for q in range(words):
+            if bd64[q]:
+                for r in range(8):
+                    i = 8 * q + r
+                    if bd[i]:
+                        if c_band < cap:
+                            pos[base + c_band] = offset + t0 + i
+                            keys[base + c_band] = kt[i]
+                        c_band += 1
+    return c_below, c_band, c_ninf, c_new
+
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _classify(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset, new_bits, pos, keys,
@@ -68,65 +149,19 @@ def _classify(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, of
     n = x.size
     nblk = (n + block - 1) // block
     per = np.zeros((nblk, 4), np.int64)
-    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
-    ninf = np.float32(-np.inf)
-    one = np.uint8(1)
     for k in prange(nblk):
         a = k * block
-        b = min(n, a + block)
         kt = np.empty(TILE, np.float32)
         live = np.ones(TILE, np.uint8)
         lt = np.zeros(TILE, np.uint8)
         nw = np.zeros(TILE, np.uint8)
         bd = np.zeros(TILE, np.uint8)
-        lt64, nw64, bd64 = lt.view(np.uint64), nw.view(np.uint64), bd.view(np.uint64)
-        c_below = 0
-        c_band = 0
-        c_ninf = 0
-        c_new = 0
-        base = k * cap
-        for t0 in range(a, b, TILE):
-            m = min(TILE, b - t0)
-            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
-            for i in range(m):
-                kk = kt[i]
-                below = np.uint8(kk < lo)
-                outside = below | np.uint8(kk >= hi)
-                lt[i] = below
-                nw[i] = below & live[i]
-                bd[i] = outside ^ one  # lo <= key < hi, and NaN (no compare holds for it)
-            if exact:
-                ni = 0
-                for i in range(m):
-                    ni += kt[i] == ninf
-                c_ninf += ni
-            words = (m + 7) // 8
-            for i in range(m, words * 8):
-                lt[i] = 0
-                nw[i] = 0
-                bd[i] = 0
-            cb = np.uint64(0)
-            cn = np.uint64(0)
-            q0 = t0 >> 3
-            for q in range(words):
-                cb += (lt64[q] * sum8) >> top
-                cn += (nw64[q] * sum8) >> top
-                new_bits[q0 + q] = np.uint8((nw64[q] * gather) >> top)
-            c_below += cb
-            c_new += cn
-            for q in range(words):
-                if bd64[q]:
-                    for r in range(8):
-                        i = 8 * q + r
-                        if bd[i]:
-                            if c_band < cap:
-                                pos[base + c_band] = offset + t0 + i
-                                keys[base + c_band] = kt[i]
-                            c_band += 1
-        per[k, 0] = c_below
-        per[k, 1] = c_band
-        per[k, 2] = c_ninf
-        per[k, 3] = c_new
+        c = _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, a, min(n, a + block),
+                            offset, new_bits, 0, pos, keys, k * cap, cap, kt, live, lt, nw, bd)
+        per[k, 0] = c[0]
+        per[k, 1] = c[1]
+        per[k, 2] = c[2]
+        per[k, 3] = c[3]
     below = 0
     band = 0
     neg = 0
@@ -153,6 +188,7 @@ def _classify(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, of
     stats[2] = neg
     stats[3] = new
     stats[4] = over
+
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _scatter(bits, words, dense, target, pattern, second, pattern2):
@@ -236,6 +272,93 @@ def _gather(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows, width,
             _row_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
 
 
+@njit(inline="always")
+def _hist_range(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, a, b, shift, start, width, tab, stride,
+                tile_slot, tiles, tile_base, kt, slot, live, acc):
+    """_digit_hist's counts of positions [a, b) of one array (a: a multiple of TILE) into
+    the table `tab`; adds NaN, -inf and below-window counts to acc[0:3] and narrows the
+    counted patterns' [lowest, highest] in acc[3:5]; tiles[tile_base + a // TILE + k]: tile
+    k's count for the tie pass when tile_slot >= -1."""
+    size = 1 << width
+    sh = np.uint32(shift)
+    first = np.uint32(start)
+    usize = np.uint32(size)
+    ninf_u = np.uint32(0x007FFFFF)  # -inf's ordered pattern; NaN's lie below it or above +inf's
+    pinf_u = np.uint32(0xFF800000)
+    sign = np.uint32(0x80000000)
+    ut = kt.view(np.uint32)  # the keys' patterns, in place
+    lo_u = np.uint32(acc[3])
+    hi_u = np.uint32(acc[4])
+    c_nan = 0
+    c_neg = 0
+    c_low = 0
+    for t0 in range(a, b, TILE):
+        m = min(TILE, b - t0)
+        _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
+        cn = 0
+        cg = 0
+        cl = 0
+        for i in range(m):
+            # the pattern as an unsigned integer in the keys' order: a negative pattern
+            # (sign bit set) inverted, a positive one with its sign bit set
+            p = ut[i]
+            u = p ^ (np.uint32(np.int32(p) >> 31) | sign)
+            ut[i] = u
+            cn += (u > pinf_u) | (u < ninf_u)
+        for i in range(m):
+            u = ut[i]
+            d = (u >> sh) - first  # wraps round to a large number below the window
+            ok = d < usize
+            neg = u == ninf_u
+            cg += neg
+            cl += (u >> sh) < first
+            # -inf (the pruned positions, most of them late in the ramp) is counted in a
+            # register, and so are keys outside the window: their increments go round
+            # spare slots that are never read
+            slot[i] = (d if ok and not neg else size + (i & 63)) + (i & 3) * stride
+            lo_u = min(lo_u, u if ok else np.uint32(0xFFFFFFFF))
+            hi_u = max(hi_u, u if ok else np.uint32(0))
+        for i in range(m):
+            tab[slot[i]] += 1
+        if tile_slot >= -1:
+            ct = 0
+            for i in range(m):
+                e = slot[i] - (i & 3) * stride
+                ct += (e == tile_slot) if tile_slot >= 0 else (e < size)
+            tiles[tile_base + t0 // TILE] = ct
+        c_nan += cn
+        c_neg += cg
+        c_low += cl
+    acc[0] += c_nan
+    acc[1] += c_neg
+    acc[2] += c_low
+    acc[3] = lo_u
+    acc[4] = hi_u
+
+
+@njit(inline="always")
+def _hist_finish(accs, shift, start, width, hist, nan, span_out, below_out):
+    """Add the threads' accumulators (_hist_range) to a pass's outputs."""
+    for t in range(accs.shape[0]):  # the tables are summed into the counts by the caller, once per pass
+        if accs[t, 3] <= accs[t, 4]:
+            span_out[0] = min(span_out[0], accs[t, 3])
+            span_out[1] = max(span_out[1], accs[t, 4])
+    negs = accs[:, 1].sum()
+    nan[0] += accs[:, 0].sum()
+    below_out[0] += accs[:, 2].sum()
+    below_out[1] += negs
+    # -inf's ordered pattern is 0x007FFFFF
+    if negs and np.uint32((np.uint32(0x007FFFFF) >> np.uint32(shift)) - np.uint32(start)) < np.uint32(1 << width):
+        hist[(0x007FFFFF >> shift) - start] += negs
+
+
+@njit(inline="always")
+def _new_accs(threads):
+    accs = np.zeros((threads, 5), np.int64)
+    accs[:, 3] = 0xFFFFFFFF
+    return accs
+
+
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, width, hist, local, nan, span_out,
                 below_out, tile_slot, tile_counts):
@@ -244,94 +367,24 @@ def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, w
     # keys below that window to below_out[0], the -inf keys to below_out[1]. A radix digit
     # after a `used`-bit prefix is the window start = prefix << width, shift = 32 - used -
     # width. A tile's keys, their ordered patterns and their table slots are each one
-    # vectorised loop; only the increments are one at a time (a scalar loop over all of it
-    # ran at 3-5 ns a key, this at about 0.8). Four tables per thread, by position mod 4: runs of equal keys
-    # (the pruned ones, ties) would make each count wait for the one before. With
-    # tile_slot >= -1, tile_counts[k] gets how many keys of tile k (TILE positions) went to
-    # slot tile_slot (-1: to any slot), for the tie pass (_tie_pass).
+    # vectorised loop; only the increments are one at a time (a scalar loop over all of
+    # it ran at 3-5 ns a key, this at about 0.8). Four tables per thread, by position mod
+    # 4: runs of equal keys (the pruned ones, ties) would make each count wait for the one
+    # before. With tile_slot >= -1, tile_counts[k] gets how many keys of tile k (TILE
+    # positions) went to slot tile_slot (-1: to any slot), for the tie pass (_tie_pass).
+    # local: int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots), kept
+    # by the caller over all of a pass's tensors
     n = x.size
-    size = 1 << width
-    # local: int32 (threads, 4, 2**width + 64), the threads' tables (64 spare slots: see below),
-    # kept by the caller over all of a pass's tensors
     threads = local.shape[0]
-    stride = local.shape[2]
-    nans = np.zeros(threads, np.int64)
-    negs = np.zeros(threads, np.int64)
-    lows = np.zeros(threads, np.int64)
-    umin = np.full(threads, 0xFFFFFFFF, np.int64)
-    umax = np.full(threads, -1, np.int64)
-    sh = np.uint32(shift)
-    first = np.uint32(start)
-    usize = np.uint32(size)
-    ninf_u = np.uint32(0x007FFFFF)  # -inf's ordered pattern; NaN's lie below it or above +inf's
-    pinf_u = np.uint32(0xFF800000)
-    sign = np.uint32(0x80000000)
+    accs = _new_accs(threads)
     span = (n + threads - 1) // threads
     span = (span + TILE - 1) // TILE * TILE
     for t in prange(threads):
         a = t * span
-        b = min(n, a + span)
-        tab = local[t].reshape(-1)
-        kt = np.empty(TILE, np.float32)
-        ut = kt.view(np.uint32)  # the keys' patterns, in place
-        slot = np.empty(TILE, np.int32)
-        live = np.ones(TILE, np.uint8)
-        lo_u = np.uint32(0xFFFFFFFF)
-        hi_u = np.uint32(0)
-        c_nan = 0
-        c_neg = 0
-        c_low = 0
-        for t0 in range(a, b, TILE):
-            m = min(TILE, b - t0)
-            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
-            cn = 0
-            cg = 0
-            cl = 0
-            for i in range(m):
-                # the pattern as an unsigned integer in the keys' order: a negative pattern
-                # (sign bit set) inverted, a positive one with its sign bit set
-                p = ut[i]
-                u = p ^ (np.uint32(np.int32(p) >> 31) | sign)
-                ut[i] = u
-                cn += (u > pinf_u) | (u < ninf_u)
-            for i in range(m):
-                u = ut[i]
-                d = (u >> sh) - first  # wraps round to a large number below the window
-                ok = d < usize
-                neg = u == ninf_u
-                cg += neg
-                cl += (u >> sh) < first
-                # -inf (the pruned positions, most of them late in the ramp) is counted in a
-                # register, and so are keys outside the window: their increments go round
-                # spare slots that are never read
-                slot[i] = (d if ok and not neg else size + (i & 63)) + (i & 3) * stride
-                lo_u = min(lo_u, u if ok else np.uint32(0xFFFFFFFF))
-                hi_u = max(hi_u, u if ok else np.uint32(0))
-            for i in range(m):
-                tab[slot[i]] += 1
-            if tile_slot >= -1:
-                ct = 0
-                for i in range(m):
-                    e = slot[i] - (i & 3) * stride
-                    ct += (e == tile_slot) if tile_slot >= 0 else (e < size)
-                tile_counts[t0 // TILE] = ct
-            c_nan += cn
-            c_neg += cg
-            c_low += cl
-        nans[t] = c_nan
-        negs[t] = c_neg
-        lows[t] = c_low
-        umin[t] = lo_u
-        umax[t] = hi_u
-    for t in range(threads):  # the tables are summed into the counts by the caller, once per pass
-        if umax[t] >= 0 and umin[t] <= umax[t]:
-            span_out[0] = min(span_out[0], umin[t])
-            span_out[1] = max(span_out[1], umax[t])
-    nan[0] += nans.sum()
-    below_out[0] += lows.sum()
-    below_out[1] += negs.sum()
-    if negs.sum() and np.uint32((ninf_u >> sh) - first) < usize:  # -inf's ordered pattern is 0x007FFFFF
-        hist[(0x007FFFFF >> shift) - start] += negs.sum()
+        _hist_range(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, a, min(n, a + span), shift, start, width,
+                    local[t].reshape(-1), local.shape[2], tile_slot, tile_counts, 0, np.empty(TILE, np.float32),
+                    np.empty(TILE, np.int32), np.ones(TILE, np.uint8), accs[t])
+    _hist_finish(accs, shift, start, width, hist, nan, span_out, below_out)
 
 
 @njit(inline="always")
@@ -450,3 +503,72 @@ def _tie_pass(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk,
             per[c] = _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, min(n, a + chunk),
                                 quota[c], ties[c], new_bits, scratch[t], kt, live, nw, hk)
     stats[0] = per.sum()
+
+
+# -- many small tensors in one call: a table of their addresses (cpu_pass.table_of) ----------
+# A compiled call costs about 10 us (its threads start and meet) whatever its size, which a
+# model of thousands of small tensors paid per tensor and pass; here one call takes them all,
+# each thread a share of the entries.
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _hist_table(tab, eps, vmax, start, shift, width, hist, local, nan, span_out, below_out, tile_slot, tiles):
+    threads = local.shape[0]
+    accs = _new_accs(threads)
+    for t in prange(threads):
+        kt = np.empty(TILE, np.float32)
+        slot = np.empty(TILE, np.int32)
+        live = np.ones(TILE, np.uint8)
+        mine = local[t].reshape(-1)
+        for e in range(t, tab.shape[0], threads):
+            kind, x, mm, v, dm, dead, n = _entry(tab, e)
+            _hist_range(kind, x, mm, v, dm, dead, eps, vmax, 0, n, shift, start, width, mine, local.shape[2],
+                        tile_slot, tiles, tab[e, T_TILE], kt, slot, live, accs[t])
+    _hist_finish(accs, shift, start, width, hist, nan, span_out, below_out)
+
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _classify_table(tab, exact, lo, hi, eps, vmax, new_bits, pos, keys, out, threads):
+    # each entry whole, its band (at most all of it) in its own slots from tab[e, T_SLOT] on,
+    # positions counted from the entry's start; out[e] = (below lo, band, -inf keys, new bits)
+    for t in prange(threads):
+        kt = np.empty(TILE, np.float32)
+        live = np.ones(TILE, np.uint8)
+        lt = np.zeros(TILE, np.uint8)
+        nw = np.zeros(TILE, np.uint8)
+        bd = np.zeros(TILE, np.uint8)
+        for e in range(t, tab.shape[0], threads):
+            kind, x, mm, v, dm, dead, n = _entry(tab, e)
+            c = _classify_range(kind, x, mm, v, dm, dead, exact, lo, hi, eps, vmax, 0, n, 0, new_bits,
+                                tab[e, T_BITS], pos, keys, tab[e, T_SLOT], n, kt, live, lt, nw, bd)
+            out[e, 0] = c[0]
+            out[e, 1] = c[1]
+            out[e, 2] = c[2]
+            out[e, 3] = c[3]
+
+
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _scatter_table(bits, tab, targets, patterns, masks, threads):
+    # entry e: where bit i of its bits (from byte tab[e, T_BITS]) is set, write patterns[e, c]
+    # into element i of each int32 array targets[e, c] (0: none), and OR its bits into the
+    # uint8 mask at masks[e] (0: none)
+    for t in prange(threads):
+        for e in range(t, tab.shape[0], threads):
+            n = tab[e, T_N]
+            b0 = tab[e, T_BITS]
+            nb = (n + 7) // 8
+            if masks[e]:
+                mask = carray(_u8_at(masks[e]), (nb,))
+                for q in range(nb):
+                    mask[q] |= bits[b0 + q]
+            for c in range(targets.shape[1]):
+                if targets[e, c] == 0:
+                    continue
+                tgt = carray(_i32_at(targets[e, c]), (n,))
+                pat = patterns[e, c]
+                for q in range(nb):
+                    byte = bits[b0 + q]
+                    if byte:
+                        for r in range(8):
+                            i = 8 * q + r
+                            if (byte >> r) & 1 and i < n:
+                                tgt[i] = pat

@@ -36,6 +36,10 @@ _GATHER = 0x0102040810204080  # eight 0/1 bytes times this: byte i's bit lands a
 _SUM8 = 0x0101010101010101  # eight 0/1 bytes times this: their sum lands in the top byte
 
 
+# a table of small tensors (table_of): one int64 row per tensor, these columns
+T_KIND, T_X, T_M, T_V, T_DM, T_DEAD, T_N, T_BITS, T_SLOT, T_TILE = range(10)
+TABLE_MAX = 1 << 14  # tensors up to this size go through tables; larger ones fill the threads alone
+
 _kernels = None
 
 
@@ -200,3 +204,44 @@ def from_ordered(u: int) -> float:
     """Inverse of ordered()."""
     p = (u & 0x7FFFFFFF) if u & 0x80000000 else (~u & 0xFFFFFFFF)
     return float(np.array([p], np.uint32).view(np.float32)[0])
+
+
+def table_of(rows, tile_at=None):
+    """The int64 table of small tensors for the *_table loops: `rows` are (kind, address
+    of x, of m, of v (0: none), dead mode, address of the dead bits (0: none), size) of
+    float32 tensors in memory order; the band slots of classify_table follow one another,
+    a tensor's bits start at byte T_BITS (set by the caller), its tile counts at
+    tile_at[k] of a pass's flat tile array."""
+    tab = np.zeros((len(rows), 10), np.int64)
+    if rows:
+        tab[:, :7] = np.array(rows, np.int64)
+        tab[1:, T_SLOT] = np.cumsum(tab[:-1, T_N])
+        if tile_at is not None:
+            tab[:, T_TILE] = tile_at
+    return tab
+
+
+def hist_table(tab, eps, vmax, start, shift, width, hist, nan, span, below, tables, tiles=None, tile_slot=-1):
+    """window_hist over every tensor of a table in one call; `tiles`: the pass's flat tile
+    counts (each entry's from tab[:, T_TILE])."""
+    kernels()._hist_table(tab, np.float32(eps), np.float32(vmax), int(start), int(shift), int(width), hist, tables,
+                          nan, span, below, -2 if tiles is None else int(tile_slot),
+                          _NO_TILES if tiles is None else tiles)
+
+
+def classify_table(tab, exact, lo, hi, eps, vmax, new_bits, pos, keys, threads):
+    """classify over every tensor of a table in one call, each tensor whole (its band in
+    its own slots, tab[:, T_SLOT] on, as many as it has positions; positions from its
+    start). Returns int64 (entries, 4): below lo, band, -inf keys, new bits."""
+    out = np.zeros((tab.shape[0], 4), np.int64)
+    kernels()._classify_table(tab, bool(exact), np.float32(lo), np.float32(hi), np.float32(eps),
+                              np.float32(vmax), new_bits, pos, keys, out, int(threads))
+    return out
+
+
+def scatter_table(bits, tab, targets, patterns, masks, threads):
+    """scatter for every tensor of a table in one call: targets (int64 (entries, k)
+    addresses of float32 arrays, 0: none) take patterns[e, c] (int32 bit patterns) where the
+    entry's bits are set; masks (int64 addresses of packed uint8 masks, 0: none) take the
+    bits by OR."""
+    kernels()._scatter_table(bits, tab, targets, patterns, masks, int(threads))

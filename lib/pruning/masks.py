@@ -54,6 +54,12 @@ def groups_of(optimizer, params) -> list:
 
 
 _INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+_F32_INF = 0x7F800000  # +inf's float32 bit pattern
+
+
+def plain_float32(t: torch.Tensor) -> bool:
+    """A float32 CPU tensor in one contiguous run (a table of small tensors reads it by address)."""
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
 
 
 def int_view(t: torch.Tensor):
@@ -196,6 +202,18 @@ class StateMask(_Mask):
         for v in seconds[1:]:  # max_exp_avg_sq (AMSGrad)
             cpu_pass.scatter(bits, int_view(v), inf_pattern(v.dtype), count=count)
 
+    def table_columns(self, j, commit=False):
+        """(dead mode, address of what shows tensor j's pruned positions, [(address, int32
+        pattern)] to write where it is pruned, address of a packed mask to OR) for a table of
+        small tensors (cpu_pass.table_of), or None where its tensors are not plain float32."""
+        p = self.params[j]
+        st = self.opt.state.get(p, {})
+        seconds = [st[k] for k in ("exp_avg_sq", "max_exp_avg_sq") if k in st]
+        if not seconds or not all(plain_float32(t) for t in [p, *seconds]):
+            return None
+        return (cpu_pass.DEAD_STATE, seconds[0].data_ptr(),
+                [(t.data_ptr(), _F32_INF) for t in seconds] + [(p.data_ptr(), 0)], 0)
+
     def prune_at(self, j, pos):
         """Prune the given flat positions (few: a band's losers); call prepare() first."""
         w, seconds = self._views(j)
@@ -295,6 +313,17 @@ class BitMask(_Mask):
         for s in self.opt.state.get(p, {}).values():
             if torch.is_tensor(s) and s.shape == p.shape:
                 cpu_pass.scatter(bits, int_view(flat(s)), 0, count=count)
+
+    def table_columns(self, j, commit=False):
+        """As StateMask.table_columns; with `commit`, the mask is allocated if this is its
+        first prune (its address is 0 otherwise)."""
+        p = self.params[j]
+        states = [s for s in self.opt.state.get(p, {}).values() if torch.is_tensor(s) and s.shape == p.shape]
+        if len(states) > 2 or not all(plain_float32(t) for t in [p, *states]):
+            return None
+        bits = self.bits[j]
+        dead = (cpu_pass.DEAD_NONE, 0) if bits is None else (cpu_pass.DEAD_BITS, bits.data_ptr())
+        return (*dead, [(t.data_ptr(), 0) for t in [p, *states]], self._bits(j).data_ptr() if commit else 0)
 
     def prune_at(self, j, pos):
         p = self.params[j]

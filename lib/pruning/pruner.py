@@ -6,12 +6,13 @@ optimizer step t (mask update on the schedule's steps).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lib.pruning import nm as nm_masks
 from lib.pruning import cpu_pass, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
-from lib.pruning.masks import flat, groups_of, representation
+from lib.pruning.masks import plain_float32, flat, groups_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
 from lib.pruning.bracket import BLOCK, SAMPLE_KEYS, mix_seed
 from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
@@ -34,7 +35,9 @@ SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
 # models from this size load the compiled CPU pass when their pruner is built (about half a
 # second); smaller ones load it at the first update that takes the bracketed pass, if any
 WARM_FROM = 1 << 20
-LAYER_SAMPLE_KEYS = 1 << 15  # the least a layer pruned on its own samples (scope = layer)
+LAYER_SAMPLE_KEYS = 1 << 15
+TABLE_FROM = 8  # small tensors from which the compiled loops read them through one table
+TABLE_ROOM = 1 << 16  # weights in a table at most (or a chunk's worth): the band slots of a pass  # the least a layer pruned on its own samples (scope = layer)
 
 
 class _Buffers:
@@ -135,25 +138,78 @@ class _Keys:
 
     _KINDS = {"bitter7": cpu_pass.BITTER7, "bitter0": cpu_pass.BITTER0}
 
+    def _stored(self, i):
+        """(kind, w, m, v) of tensor i as stored (m only for BITTER0, v only where the
+        score reads it), or None where no compiled loop computes its score."""
+        pr, j = self.pr, self.js[i]
+        p = pr.params[j]
+        if pr.method == "movement":
+            return cpu_pass.KEYS, pr.movement[j], None, None
+        st = pr.opt.state.get(p, {})
+        if not (self.views.use_state and "step" in st and int(st["step"]) >= 1):
+            return cpu_pass.ABS, p.detach(), None, None
+        kind = self._KINDS.get(pr.score.kernel)
+        if kind is None:
+            return None
+        return kind, p.detach(), st["exp_avg"] if kind == cpu_pass.BITTER0 else None, st["exp_avg_sq"]
+
     def _cpu_inputs(self, i, exact):
         pr, j = self.pr, self.js[i]
-        w, m, v, step, beta1 = self.views[j]
         dead_mode, dead = pr.rep.dead_source(j)
-        if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
+        stored = self._stored(i)
+        if stored is None or exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
             return None
-        if pr.method == "movement":
-            kind, m, v = cpu_pass.KEYS, None, None
-        elif m is None:
-            kind, v = cpu_pass.ABS, None
-        elif pr.score.kernel in self._KINDS:
-            kind = self._KINDS[pr.score.kernel]
-            m = m if kind == cpu_pass.BITTER0 else None
-        else:
-            return None
+        kind, w, m, v = stored
         if any(t is not None and t.dtype != torch.float32 for t in (w, m, v)):
             return None
-        return (kind, w.numpy(), None if m is None else m.numpy(), None if v is None else v.numpy(), dead_mode,
-                dead)
+        w, m, v = (None if t is None else flat(t).numpy() for t in (w, m, v))
+        return kind, w, m, v, dead_mode, dead
+
+    def cpu_table(self, exact):
+        """(indices, table): the tensors of at most cpu_pass.TABLE_MAX weights that the
+        compiled loops read together through one table of addresses (cpu_pass.table_of),
+        or None when fewer than TABLE_FROM are; the others go one call each. Once per update."""
+        key = ("table", exact)
+        if key not in self._cpu:
+            idx, rows, room = [], [], max(TABLE_ROOM, self.chunk)
+            for i, n in enumerate(self.sizes):
+                if n > cpu_pass.TABLE_MAX or n > room:  # a pass holds band slots for all of them
+                    continue
+                stored = self._stored(i)
+                cols = self.pr.rep.table_columns(self.js[i])
+                if stored is None or cols is None or not all(plain_float32(t) for t in stored[1:] if t is not None):
+                    continue
+                dead_mode, dead_at = cols[0], cols[1]
+                if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
+                    continue
+                kind, w, m, v = stored
+                if dead_mode == cpu_pass.DEAD_STATE and v is None:
+                    v_at = dead_at  # |w| (no state read) still sees the pruned positions there
+                else:
+                    v_at = 0 if v is None else v.data_ptr()
+                idx.append(i)
+                room -= n
+                rows.append((kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
+                             dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n))
+            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if len(idx) >= TABLE_FROM else None
+        return self._cpu[key]
+
+    def prune_table(self, idx, tab, bits, new, threads):
+        """Prune the table's tensors where their bits (from byte tab[:, T_BITS] of `bits`)
+        are set; new[e]: how many are, per entry. One compiled call for all of them."""
+        go = [e for e in range(len(idx)) if new[e]]
+        if not go:
+            return
+        cols = [self.pr.rep.table_columns(self.js[idx[e]], commit=True) for e in go]
+        width = max(len(c[2]) for c in cols)
+        targets = np.zeros((len(go), width), np.int64)
+        patterns = np.zeros((len(go), width), np.int32)
+        for r, c in enumerate(cols):
+            for k, (at, pattern) in enumerate(c[2]):
+                targets[r, k] = at
+                patterns[r, k] = pattern
+        masks = np.array([c[3] for c in cols], np.int64)
+        cpu_pass.scatter_table(bits, tab[go], targets, patterns, masks, threads)
 
     def prune_bits(self, i, bits, count=None):
         self.pr.rep.prune_bits(self.js[i], bits, count)

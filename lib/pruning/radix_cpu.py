@@ -44,7 +44,18 @@ def _count(source, start, shift, width, hist, nan, span, below, sel, tiles=None,
     none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
     tables = cpu_pass.count_tables(width)  # one set for the pass: a model of many small tensors
     args = (scores.EPS, score_registry.VMAX, start, shift, width, hist, nan, span, below, tables)
+    table = source.cpu_table(True) if hasattr(source, "cpu_table") else None
+    in_table = ()
+    if table is not None:  # the small tensors in one call
+        idx, tab = table
+        in_table = set(idx)
+        if tiles is not None:
+            tab[:, cpu_pass.T_TILE] = tiles.at[idx]
+        cpu_pass.hist_table(tab, *args, tiles=None if tiles is None else tiles.flat, tile_slot=tile_slot)
+        sel.chunk_visits += sum(-(-source.sizes[i] // source.chunk) for i in idx)
     for i, n in enumerate(source.sizes):
+        if i in in_table:
+            continue
         inputs = source.cpu_inputs(i, True)
         if inputs is not None:
             kind, x, v, dead_mode, dead, m = _unpack(inputs)
@@ -75,9 +86,21 @@ def _unpack(inputs):
             m)
 
 
+class _Tiles(list):
+    """Per tensor, its tiles' counts (int32, one per cpu_pass.TILE positions): views of one
+    array `flat`, tensor i's from flat[at[i]] on."""
+
+    def __init__(self, source, ledger):
+        counts = [cpu_pass.tile_count(n) for n in source.sizes]
+        self.at = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.bytes = 4 * int(self.at[-1])
+        ledger.hold(self.bytes)
+        self.flat = torch.zeros(int(self.at[-1]), dtype=torch.int32).numpy()  # torch's, for its profiler
+        super().__init__(self.flat[self.at[i]:self.at[i + 1]] for i in range(len(counts)))
+
+
 def _new_tiles(source, ledger):
-    ledger.hold(4 * sum(cpu_pass.tile_count(n) for n in source.sizes))
-    return [torch.zeros(cpu_pass.tile_count(n), dtype=torch.int32).numpy() for n in source.sizes]
+    return _Tiles(source, ledger)
 
 
 def window_of(lo: float, hi: float, width: int) -> tuple:
@@ -119,7 +142,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
             # a window one pattern per slot (a bracket of one value, say) may cut among the
             # ties of its lowest value: count them per tile for the tie pass
             w_tiles = _new_tiles(source, ledger) if shift == 0 else None
-            held += 0 if w_tiles is None else 4 * sum(t.size for t in w_tiles)
+            held += 0 if w_tiles is None else w_tiles.bytes
             _count(source, start, shift, width, hist, nan, span, below, sel, w_tiles, 0)
             if _refuse(nan, below, dead_total):
                 return None
@@ -138,7 +161,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
             hist, nan, span, below = _new_counts(width)
             if used and tiles is None:
                 tiles = _new_tiles(source, ledger)  # the bin's keys per tile: its ties, if it is one value
-                held += 4 * sum(t.size for t in tiles)
+                held += tiles.bytes
             _count(source, prefix << width, 32 - used - width, width, hist, nan, span, below, sel,
                    tiles if used else None)
             if used and span[0] == span[1]:  # every key of the cut's bin is one value: tau
@@ -163,7 +186,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
         # one value (all 32 bits fixed), too many ties to collect
         if tiles is None:  # the window's cut was not its lowest slot: count that value's keys per tile
             tiles = _new_tiles(source, ledger)
-            held += 4 * sum(t.size for t in tiles)
+            held += tiles.bytes
             hist, nan, span, below = _new_counts(0)
             _count(source, first, 0, 0, hist, nan, span, below, sel, tiles, 0)
         return _ties(source, lo, in_range, r, tiles, dead, sel, ledger, finish, goal)
