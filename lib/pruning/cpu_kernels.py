@@ -389,12 +389,13 @@ def _digit_hist(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, start, shift, w
 
 @njit(inline="always")
 def _hash31(pos):
-    """select.position_hash of one global position."""
-    m31 = np.int64(0x7FFFFFFF)
-    h = ((pos & m31) * np.int64(0x2545F491)) & m31
-    h ^= h >> np.int64(15)
-    h = (h * np.int64(0x1B873593)) & m31
-    return h ^ (h >> np.int64(13))
+    """select.position_hash of one global position. Only the low 31 bits of each product
+    are kept, so 32-bit unsigned products (wrapping) give the same value, and vectorise."""
+    m31 = np.uint32(0x7FFFFFFF)
+    h = (np.uint32(pos & 0x7FFFFFFF) * np.uint32(0x2545F491)) & m31
+    h ^= h >> np.uint32(15)
+    h = (h * np.uint32(0x1B873593)) & m31
+    return np.int64(h ^ (h >> np.uint32(13)))
 
 
 @njit(boundscheck=False)
@@ -470,6 +471,7 @@ def _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b,
             break
         bound = np.int64(1) << np.int64(31)  # too few below the bound: all ties, read again
     if q:
+        q = min(q, k)  # k >= q unless the keys changed since they were counted (the caller checks the total)
         sel = mine[:k]
         if q < k:
             _select_smallest(sel, q)

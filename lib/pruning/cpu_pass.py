@@ -67,14 +67,22 @@ def kernels():
 
 def warm():
     """Load every compiled loop now (from numba's cache; compiled on a machine's first run),
-    so the first mask update of a large model does not pay for it."""
+    so that the first mask update does not pay for it: loading one from the cache takes
+    tens of milliseconds, the first call of each in a process."""
     f, u8 = np.ones(64, np.float32), np.zeros(8, np.uint8)
     classify(BITTER7, f, f, DEAD_STATE, u8, False, 0.5, 1.5, 1e-8, 2.0 ** 127, 0, u8, np.zeros(512, np.int64),
              np.zeros(512, np.float32), 512)
     gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16, np.zeros(32, np.float32))
     scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1)
-    digit_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 0, 11, np.zeros(2048, np.int64),
-               np.zeros(1, np.int64), new_span())
+    window_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64),
+                np.zeros(1, np.int64), new_span(), np.zeros(2, np.int64), tiles=np.zeros(1, np.int32))
+    tie_pass(BITTER7, f, f, DEAD_STATE, u8, 0.5, 1e-8, 2.0 ** 127, 0, 64, np.zeros(1, np.int64), np.zeros(1, np.int64),
+             np.zeros(8, np.uint8), np.zeros((1, 72), np.int64))
+    tab = table_of([(BITTER7, f.ctypes.data, 0, f.ctypes.data, DEAD_STATE, 0, f.size)], np.zeros(1, np.int64))
+    hist_table(tab, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64), np.zeros(1, np.int64), new_span(),
+               np.zeros(2, np.int64), count_tables(11), np.zeros(1, np.int32))
+    classify_table(tab, False, 0.5, 1.5, 1e-8, 2.0 ** 127, u8, np.zeros(64, np.int64), np.zeros(64, np.float32), 1)
+    scatter_table(u8, tab, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32), np.zeros(1, np.int64), 1)
 
 
 def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out, m=None):

@@ -32,9 +32,6 @@ MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**2
 # (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
 # bit-mask flags, and what a variant allocates itself (its registry entry's work_bytes)
 SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
-# models from this size load the compiled CPU pass when their pruner is built (about half a
-# second); smaller ones load it at the first update that takes the bracketed pass, if any
-WARM_FROM = 1 << 20
 LAYER_SAMPLE_KEYS = 1 << 15
 TABLE_FROM = 8  # small tensors from which the compiled loops read them through one table
 TABLE_ROOM = 1 << 16  # weights in a table at most (or a chunk's worth): the band slots of a pass  # the least a layer pruned on its own samples (scope = layer)
@@ -301,8 +298,10 @@ class Pruner:
         self.last_update = self.update_step = 0
         self.transient_peak = 0
         self.selections = []  # select.Selection of each prune_lowest call of the latest update
-        if self.total >= WARM_FROM and self.params[0].device.type == "cpu" and cpu_pass.available():
-            cpu_pass.warm()  # loaded now, so the first mask update costs what the others do
+        if self.target > 0 and self.params[0].device.type == "cpu" and cpu_pass.available():
+            # the compiled loops, loaded now (about half a second, once per process) rather
+            # than by the first mask update, which then costs what the others do
+            cpu_pass.warm()
 
     def set_schedule(self, *, warmup_end: int, ramp_end: int, frequency: int | None = None) -> None:
         """Move the sparsity ramp (a time budget measured after construction shrinks the run):
