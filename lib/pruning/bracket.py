@@ -327,9 +327,8 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
             held += resolve_bytes(band, in_band)
 
             def drop(i, pos):  # the band's chosen join the recorded bits: one commit for both
-                p = pos.numpy()
-                np.bitwise_or.at(bits, byte_at[i] + (p >> 3), np.left_shift(1, p & 7).astype(np.uint8))
-                new[i] += p.size
+                cpu_pass.set_bits(bits, byte_at[i], pos.numpy())
+                new[i] += pos.numel()
             resolve(source, sel, band, r, chunk_dead, drop)
         if table is not None:
             source.prune_table(idx, tab, bits, [new[i] for i in idx], threads)
