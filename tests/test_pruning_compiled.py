@@ -288,18 +288,21 @@ def test_compiled_routes_prune_what_the_torch_routes_prune(kind, opt_name, metho
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("kind,opt_name,method", [("silent", "adamw", dict(method="state", variant="bitter0")),
-                                                  ("silent", "sgd", dict(method="magnitude")),
-                                                  ("silent", "adamw", dict(method="magnitude"))])
-def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_prunes(kind, opt_name, method,
+@pytest.mark.parametrize("kind,opt_name,method,sample", [
+    ("silent", "adamw", dict(method="state", variant="bitter0"), None),
+    ("silent", "sgd", dict(method="magnitude"), None),
+    ("silent", "adamw", dict(method="magnitude"), None),
+    ("silent", "adamw", dict(method="state", variant="bitter0"), 0),  # no sample: the digits find the ties
+    ("silent", "sgd", dict(method="magnitude"), 0)])
+def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_prunes(kind, opt_name, method, sample,
                                                                                       monkeypatch):
     calls = []
     tie_pass = cpu_pass.tie_pass
     monkeypatch.setattr(cpu_pass, "tie_pass", lambda *a, **k: calls.append(1) or tie_pass(*a, **k))
     # to 20%: the cut falls among the 30% equal scores (0), more of them than `cap`
-    fast, _ = _masks(kind, opt_name, method, True, monkeypatch, target=0.2, cap=256)
+    fast, _ = _masks(kind, opt_name, method, True, monkeypatch, target=0.2, cap=256, sample=sample)
     assert calls
-    slow, _ = _masks(kind, opt_name, method, False, monkeypatch, target=0.2, cap=256)
+    slow, _ = _masks(kind, opt_name, method, False, monkeypatch, target=0.2, cap=256, sample=sample)
     for a, b in zip(fast, slow):
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
 
