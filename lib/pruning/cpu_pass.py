@@ -90,7 +90,8 @@ def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out,
     """The keys of the `width`-position rows `rows` of one tensor into `out` (numpy float32,
     rows * width), as classify computes them; pruned positions show -inf with `exact`, else
     their natural key (0 for the never-negative scores). `m`: the first moment (BITTER0)."""
-    kernels()._gather(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(eps), np.float32(vmax), rows, int(width), out)
+    kernels()._gather(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(eps),
+                      np.float32(vmax), rows, int(width), out)
 
 
 def block_cap(length: int, band_share: float) -> int:
@@ -106,9 +107,9 @@ def classify(kind, x, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, offset,
     -inf keys, new bits, overflowed); unless a block overflowed, the band's positions
     (offset-based) and keys are pos[:band], keys[:band], ascending."""
     stats = np.zeros(5, np.int64)
-    kernels()._classify(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(lo), np.float32(hi),
-                        np.float32(eps), np.float32(vmax), int(offset), new_bits, pos, keys, int(cap), int(block),
-                        stats)
+    kernels()._classify(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(lo),
+                        np.float32(hi), np.float32(eps), np.float32(vmax), int(offset), new_bits, pos, keys, int(cap),
+                        int(block), stats)
     return int(stats[0]), int(stats[1]), int(stats[2]), int(stats[3]), bool(stats[4])
 
 

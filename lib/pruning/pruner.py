@@ -32,9 +32,9 @@ MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**2
 # (float32), float32 copies of w, m, v when they are stored in another dtype, unpacked
 # bit-mask flags, and what a variant allocates itself (its registry entry's work_bytes)
 SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
-LAYER_SAMPLE_KEYS = 1 << 15
+LAYER_SAMPLE_KEYS = 1 << 15  # the least a layer pruned on its own samples (scope = layer)
 TABLE_FROM = 8  # small tensors from which the compiled loops read them through one table
-TABLE_ROOM = 1 << 16  # weights in a table at most (or a chunk's worth): the band slots of a pass  # the least a layer pruned on its own samples (scope = layer)
+TABLE_ROOM = 1 << 16  # weights in a table of a model below 1M weights (from 1M up: a chunk's worth)
 
 
 class _Buffers:
@@ -168,9 +168,12 @@ class _Keys:
         or None when fewer than TABLE_FROM are; the others go one call each. Once per update."""
         key = ("table", exact)
         if key not in self._cpu:
-            idx, rows, room = [], [], max(TABLE_ROOM, self.chunk)
+            # a pass holds band slots for every weight of the table: a chunk's worth from 1M
+            # weights up keeps the update within its memory budget
+            room = self.chunk if self.pr.total >= 1 << 20 else max(TABLE_ROOM, self.chunk)
+            idx, rows = [], []
             for i, n in enumerate(self.sizes):
-                if n > cpu_pass.TABLE_MAX or n > room:  # a pass holds band slots for all of them
+                if n > cpu_pass.TABLE_MAX or n > room:
                     continue
                 stored = self._stored(i)
                 cols = self.pr.rep.table_columns(self.js[i])
