@@ -2,17 +2,23 @@
 
 Models too small for the sampled bracket (their band would not fit the memory budget), and
 updates whose bracket missed, used to take the torch radix route: two or three passes of
-about fifteen kernels per chunk. Here each pass is one compiled loop per tensor:
+about fifteen kernels per chunk. Here each pass is one compiled loop per tensor (one per
+table of small tensors, cpu_pass.table_of):
 
 1. count the first digit (16 or 11 bits, select's digits) of every exact key's ordered
    pattern (pruned positions at -inf; cpu_pass.ordered), then the next digit inside the bin
-   that holds the cut, and so on, stopping as soon as the cut's bin holds at most `cap` keys;
+   that holds the cut, and so on, stopping as soon as the cut's bin holds at most `cap` keys.
+   With a `window` (lo, hi) from the bracket's sample, the first pass instead counts the
+   keys below the window and 2**max(digits) equal bins of patterns across it (window_of):
+   on ordinary inputs the cut's bin then holds few keys, and step 2 follows at once;
 2. bracket._compiled_pass with [lo, hi) = that bin's value range: the keys below are the
    recorded bits, the bin's keys are the band, and select._resolve settles the cut there
    with the same threshold, tie quotas and tie hash as every other route;
 3. a bin that is one value held by more than `cap` keys (massive exact ties; seen from the
-   lowest and highest pattern a pass counted) is pruned by select.prune_at_tau, the torch
-   route's own last pass.
+   lowest and highest pattern a pass counted) is pruned by the compiled tie pass (_ties):
+   the pass that counted the bin also counted its keys per tile, which gives each chunk's
+   tie quota as select.prune_at_tau spreads them, and cpu_pass.tie_pass prunes the same
+   positions that route would (it runs where a tensor has no compiled loop).
 
 So an update takes 2 to 4 passes here, never more than the torch radix route's bound; a NaN,
 a live -inf, or a bin that outgrows a block's share returns None having pruned nothing, and
