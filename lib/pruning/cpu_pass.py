@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 import importlib.util
+import os
 
 KEYS, ABS, BITTER7, BITTER0 = 0, 1, 2, 3
 DEAD_NONE, DEAD_STATE, DEAD_BITS = 0, 1, 2
@@ -66,24 +67,45 @@ def kernels():
 
 
 def warm():
-    """Load every compiled loop now (from numba's cache; compiled on a machine's first run),
-    so that the first mask update does not pay for it: loading one from the cache takes
-    tens of milliseconds, the first call of each in a process."""
+    """Load the compiled loops that numba has cached now, so that the first mask update does
+    not pay for it: loading one from the cache takes tens of milliseconds, the first call of
+    each in a process. Loops not compiled yet in this checkout are left to their first use
+    (compiling all of them takes about a minute, more than a small run uses)."""
     f, u8 = np.ones(64, np.float32), np.zeros(8, np.uint8)
-    classify(BITTER7, f, f, DEAD_STATE, u8, False, 0.5, 1.5, 1e-8, 2.0 ** 127, 0, u8, np.zeros(512, np.int64),
-             np.zeros(512, np.float32), 512)
-    gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16, np.zeros(32, np.float32))
-    scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1)
-    window_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64),
-                np.zeros(1, np.int64), new_span(), np.zeros(2, np.int64), tiles=np.zeros(1, np.int32))
-    tie_pass(BITTER7, f, f, DEAD_STATE, u8, 0.5, 1e-8, 2.0 ** 127, 0, 64, np.zeros(1, np.int64), np.zeros(1, np.int64),
-             np.zeros(8, np.uint8), np.zeros((1, 72), np.int64))
     tab = table_of([(BITTER7, f.ctypes.data, 0, f.ctypes.data, DEAD_STATE, 0, f.size)], np.zeros(1, np.int64))
-    hist_table(tab, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64), np.zeros(1, np.int64), new_span(),
-               np.zeros(2, np.int64), count_tables(11), np.zeros(1, np.int32))
-    classify_table(tab, False, 0.5, 1.5, 1e-8, 2.0 ** 127, u8, np.zeros(64, np.int64), np.zeros(64, np.float32), 1)
-    scatter_table(u8, tab, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32), np.zeros(1, np.int64), 1)
-    set_bits(u8, 0, np.zeros(1, np.int64))
+    calls = {
+        "_classify": lambda: classify(BITTER7, f, f, DEAD_STATE, u8, False, 0.5, 1.5, 1e-8, 2.0 ** 127, 0, u8,
+                                      np.zeros(512, np.int64), np.zeros(512, np.float32), 512),
+        "_gather": lambda: gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16,
+                                  np.zeros(32, np.float32)),
+        "_scatter": lambda: scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1),
+        "_digit_hist": lambda: window_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 21, 11,
+                                           np.zeros(2048, np.int64), np.zeros(1, np.int64), new_span(),
+                                           np.zeros(2, np.int64), tiles=np.zeros(1, np.int32)),
+        "_tie_pass": lambda: tie_pass(BITTER7, f, f, DEAD_STATE, u8, 0.5, 1e-8, 2.0 ** 127, 0, 64,
+                                      np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(8, np.uint8),
+                                      np.zeros((1, 72), np.int64)),
+        "_hist_table": lambda: hist_table(tab, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64),
+                                          np.zeros(1, np.int64), new_span(), np.zeros(2, np.int64), count_tables(11),
+                                          np.zeros(1, np.int32)),
+        "_classify_table": lambda: classify_table(tab, False, 0.5, 1.5, 1e-8, 2.0 ** 127, u8, np.zeros(64, np.int64),
+                                                  np.zeros(64, np.float32), 1),
+        "_scatter_table": lambda: scatter_table(u8, tab, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32),
+                                                np.zeros(1, np.int64), 1),
+        "_set_bits": lambda: set_bits(u8, 0, np.zeros(1, np.int64)),
+    }
+    for name, call in calls.items():
+        if _cached(getattr(kernels(), name)):
+            call()
+
+
+def _cached(dispatcher) -> bool:
+    """Whether numba's cache holds compiled code of this loop (its index file exists; an
+    internal of numba's, so anything unexpected reads as not cached)."""
+    try:
+        return os.path.exists(dispatcher._cache._cache_file._index_path)
+    except Exception:  # noqa: BLE001 - a numba without this internal: load on first use
+        return False
 
 
 def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out, m=None):
