@@ -62,13 +62,18 @@ class _Views(dict):
         self.pr, self.betas = pruner, None
         self.use_state = pruner.method == "state" and scores.uses_state(pruner.variant)
 
+    def step(self, j) -> int:
+        """The Adam steps tensor j's state holds, for a score that reads the state (else 0)."""
+        st = self.pr.opt.state.get(self.pr.params[j], {})
+        return int(st["step"]) if self.use_state and "step" in st else 0
+
     def __missing__(self, j):
         pr = self.pr
         if self.betas is None:
             self.betas = pr.beta1s()
         p = pr.params[j]
         st = pr.opt.state.get(p, {})
-        step = int(st["step"]) if self.use_state and "step" in st else 0
+        step = self.step(j)
         m = flat(st["exp_avg"]) if step >= 1 else None
         v = flat(st["exp_avg_sq"]) if step >= 1 else None
         src = flat(pr.movement[j]) if pr.method == "movement" else flat(p.detach())
@@ -142,9 +147,9 @@ class _Keys:
         p = pr.params[j]
         if pr.method == "movement":
             return cpu_pass.KEYS, pr.movement[j], None, None
-        st = pr.opt.state.get(p, {})
-        if not (self.views.use_state and "step" in st and int(st["step"]) >= 1):
+        if self.views.step(j) < 1:
             return cpu_pass.ABS, p.detach(), None, None
+        st = pr.opt.state[p]
         kind = self._KINDS.get(pr.score.kernel)
         if kind is None:
             return None

@@ -105,10 +105,6 @@ class _Tiles(list):
         super().__init__(self.flat[self.at[i]:self.at[i + 1]] for i in range(len(counts)))
 
 
-def _new_tiles(source, ledger):
-    return _Tiles(source, ledger)
-
-
 def window_of(lo: float, hi: float, width: int) -> tuple:
     """(start, shift): the window of 2**width bins of 2**shift ordered patterns each that
     holds [lo, hi], the narrowest such."""
@@ -147,7 +143,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
             hist, nan, span, below = _new_counts(width)
             # a window one pattern per slot (a bracket of one value, say) may cut among the
             # ties of its lowest value: count them per tile for the tie pass
-            w_tiles = _new_tiles(source, ledger) if shift == 0 else None
+            w_tiles = _Tiles(source, ledger) if shift == 0 else None
             held += 0 if w_tiles is None else w_tiles.bytes
             _count(source, start, shift, width, hist, nan, span, below, sel, w_tiles, 0)
             if _refuse(nan, below, dead_total):
@@ -166,7 +162,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
                 break
             hist, nan, span, below = _new_counts(width)
             if used and tiles is None:
-                tiles = _new_tiles(source, ledger)  # the bin's keys per tile: its ties, if it is one value
+                tiles = _Tiles(source, ledger)  # the bin's keys per tile: its ties, if it is one value
                 held += tiles.bytes
             _count(source, prefix << width, 32 - used - width, width, hist, nan, span, below, sel,
                    tiles if used else None)
@@ -191,7 +187,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
                                  in_range / total, bracketed=False)
         # one value (all 32 bits fixed), too many ties to collect
         if tiles is None:  # the window's cut was not its lowest slot: count that value's keys per tile
-            tiles = _new_tiles(source, ledger)
+            tiles = _Tiles(source, ledger)
             held += tiles.bytes
             hist, nan, span, below = _new_counts(0)
             _count(source, first, 0, 0, hist, nan, span, below, sel, tiles, 0)
