@@ -161,7 +161,7 @@ def test_a_window_from_the_sample_prunes_what_a_sort_prunes_whether_it_holds_the
         src = _Keys(t_pr, range(len(t_pr.params)), bufs)
         sel = select.Selection(dead=[0] * 3)
         done = radix_cpu.compiled_radix(src, count, [0] * 3, sel, cap=512, digits=select.NARROW, ledger=led,
-                                        resolve=select._resolve, finish=select._finish,
+                                        finish=select._finish,
                                         compiled_pass=bracket._compiled_pass, window=windows[window])
         assert isinstance(done, select.Selection)
         got = torch.cat([p.detach().reshape(-1) == 0 for p in trial.parameters()])
@@ -351,3 +351,69 @@ def test_the_compiled_loops_leave_torchs_thread_count_alone():
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "1"
+
+
+# -- the band's resolve (resolve_cpu) against select._resolve and a sort ------------------------
+@pytest.mark.parametrize("case", ["spread", "ties", "signs", "few"])
+def test_kth_key_finds_the_rank_and_counts_the_keys_below_and_equal(case):
+    g = np.random.default_rng(7)
+    n = {"few": 50, "spread": 100_003}.get(case, 40_000)
+    if case == "ties":
+        x = np.round(g.random(n) * 30).astype(np.float32) / 7
+    elif case == "signs":
+        x = (g.standard_normal(n) * 10.0 ** g.integers(-30, 30, n)).astype(np.float32)
+        x[:300] = -np.inf
+        x[300:600] = np.inf
+    else:
+        x = g.random(n).astype(np.float32)
+    s = np.sort(x)
+    for k in (1, 2, n // 3, n // 2 + 1, n - 1, n):
+        out = np.zeros(4, np.int64)
+        cpu_pass.kernels()._kth_key(x.copy(), k, out)
+        tau = np.float32(cpu_pass.from_ordered(int(out[0])))
+        assert tau == s[k - 1] and out[3] == 0
+        assert out[1] == np.count_nonzero(x < tau) and out[2] == np.count_nonzero(x == tau)
+    x[5] = np.nan
+    out = np.zeros(4, np.int64)
+    cpu_pass.kernels()._kth_key(x.copy(), 1, out)
+    assert out[3] == 1
+
+
+class _BandSource:
+    def __init__(self, sizes):
+        self.sizes = sizes
+        self.offsets = [0, *np.cumsum(sizes)[:-1].tolist()]
+
+
+@pytest.mark.parametrize("levels", [None, 40, 3])  # distinct keys; ties at the cut; mostly ties
+def test_band_resolve_prunes_what_select_resolve_prunes(levels):
+    from lib.pruning import resolve_cpu
+    g = np.random.default_rng(11)
+    sizes, chunk = [70_000, 5_000, 130_000], 16_384
+    src = _BandSource(sizes)
+    band, old, calls = resolve_cpu.Band(), [], []
+    for i, n in enumerate(sizes):
+        for a in range(0, n, 50_000):  # a tensor's ranges, a call each
+            b = min(n, a + 50_000)
+            pos = np.sort(g.choice(np.arange(a, b), size=(b - a) // 9, replace=False)).astype(np.int64)
+            keys = g.random(pos.size).astype(np.float32)
+            if levels:
+                keys = (np.floor(keys * levels) / levels).astype(np.float32)
+            band.add(i, a, b, pos, keys, chunk)
+            calls.append((i, a, b, pos, keys))
+            cuts = np.searchsorted(pos, np.arange(a - a % chunk + chunk, b, chunk))
+            for pp, kk in zip(np.split(pos, cuts), np.split(keys, cuts)):
+                if pp.size:
+                    old.append((i, torch.from_numpy(pp.copy()), torch.from_numpy(kk.copy())))
+    r = band.size * 3 // 7
+    sel_old, sel_new = select.Selection(), select.Selection()
+    chosen_old = [set() for _ in sizes]
+    select._resolve(src, sel_old, old, r, {}, drop=lambda j, p: chosen_old[j].update(p.tolist()))
+    byte_at = [0, *np.cumsum([-(-n // 64) * 8 for n in sizes])[:-1].tolist()]
+    bits = np.zeros(sum(-(-n // 64) * 8 for n in sizes), np.uint8)
+    done = resolve_cpu.resolve(src, sel_new, band, r, bits, byte_at, select.Ledger())
+    for i, n in enumerate(sizes):
+        got = np.flatnonzero(np.unpackbits(bits[byte_at[i]:byte_at[i] + -(-n // 8)], bitorder="little")[:n])
+        assert set(got.tolist()) == chosen_old[i] and done[i] == len(chosen_old[i])
+    assert (sel_new.tau, sel_new.ties, sel_new.tie_drops) == (sel_old.tau, sel_old.ties, sel_old.tie_drops)
+    assert sum(done) == r and (sel_new.ties > sel_new.tie_drops if levels else sel_new.ties == 1)

@@ -21,8 +21,9 @@ at most 1 + the radix bound on any input (docs/pruning-selection.md).
    their exact keys from `keys_of` once per tensor at the end of the pass, so every
    position lands where its exact key puts it (squared_thresholds says when it is safe).
 3. When the count below lo and the band together hold the cut, it is resolved among the
-   band's keys exactly as the radix route resolves a collected bin (select._resolve: the
-   same tau, tie quota and tie hash, so the same positions go); then the recorded bits
+   band's keys exactly as the radix route resolves a collected bin (select._resolve, or
+   its compiled twin resolve_cpu on CPU: the same tau, tie quota and tie hash, so the
+   same positions go); then the recorded bits
    are pruned chunk by chunk (pruned positions below lo again: harmless), without
    scoring again. Otherwise (the bracket missed, the band overflowed, a NaN, a -inf
    among the live keys) the bits are dropped.
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.pruning import cpu_pass, score_registry, scores
+from lib.pruning import cpu_pass, resolve_cpu, score_registry, scores
 from lib.pruning.masks import _alive_table, pack_bits
 
 
@@ -208,7 +209,7 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
         # window's keys are exact (pruned positions at -inf), so its lower end may be the floor
         return (lo, hi) if windows else None
     if FUSED and source.device.type == "cpu" and cpu_pass.available():
-        return _compiled_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, resolve, finish, band_frac)
+        return _compiled_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, finish, band_frac)
     return _one_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, resolve, finish)
 
 
@@ -218,10 +219,10 @@ RANGE = 1 << 22  # positions per compiled call: bounds the blocks' band scratch
 SCRATCH_BYTES = 12  # per band slot of a call's blocks: int64 position, float32 key
 
 
-def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve, finish, band_frac, bracketed=True):
+def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, band_frac, bracketed=True):
     """_one_pass through cpu_pass: one compiled loop per tensor range (the source's own
-    inputs when it has `cpu_inputs`, else its keys chunk by chunk), new bits only, committed
-    by `prune_bits`."""
+    inputs when it has `cpu_inputs`, else its keys chunk by chunk), new bits only, the band
+    resolved by resolve_cpu, committed by `prune_bits`."""
     byte_at, nbytes = [], 0
     for n in source.sizes:  # each tensor's bits start on an 8-byte word
         byte_at.append(nbytes)
@@ -242,7 +243,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         pos_buf = torch.empty(slots, dtype=torch.int64).numpy()
         key_buf = torch.empty(slots, dtype=torch.float32).numpy()
         none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)
-        band, in_band, n_lo, n_neg = [], 0, 0, 0
+        band, in_band, n_lo, n_neg = resolve_cpu.Band(), 0, 0, 0
         below, new = [0] * len(source.sizes), [0] * len(source.sizes)
         sel.passes += 1  # an abandoned pass counts too
         in_table = ()
@@ -264,8 +265,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                 sel.chunk_visits += -(-source.sizes[i] // source.chunk)
             for e in np.flatnonzero(out[:, 1]).tolist():
                 s0, c_band = int(tab[e, cpu_pass.T_SLOT]), int(out[e, 1])
-                _band_entries(band, idx[e], 0, source.sizes[idx[e]], pos_t[s0:s0 + c_band], key_t[s0:s0 + c_band],
-                              source.chunk)
+                band.add(idx[e], 0, source.sizes[idx[e]], pos_t, key_t, source.chunk, s0, s0 + c_band)
         for i, n in enumerate(source.sizes):
             if i in in_table:
                 continue
@@ -310,11 +310,9 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
                         return None
                     ledger.hold(c_band * 12)  # int64 positions and float32 keys
                     held += c_band * 12
-                    _band_entries(band, i, a, b, pos_buf_r[:c_band], key_buf_r[:c_band], source.chunk)
+                    band.add(i, a, b, _kept(pos_buf_r[:c_band]), _kept(key_buf_r[:c_band]), source.chunk)
         if table is not None:
-            band.sort(key=lambda entry: entry[0])  # tensor order (stable: chunk order within one)
-        if band and bool(np.isnan(np.concatenate([k.numpy() for _, _, k in band])).any()):
-            return None  # a NaN: the radix route refuses it before pruning anything
+            band.sort()  # tensor order
         if exact and n_neg != sum(dead):
             return None  # a live -inf: the radix route refuses it
         r = goal - n_lo
@@ -322,14 +320,14 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
             return None
         chunk_dead = {(i, 0): c for i, c in enumerate(below)}
         sel.tau, sel.bracketed = lo, bracketed
-        if r:
-            ledger.hold(resolve_bytes(band, in_band))
-            held += resolve_bytes(band, in_band)
-
-            def drop(i, pos):  # the band's chosen join the recorded bits: one commit for both
-                cpu_pass.set_bits(bits, byte_at[i], pos.numpy())
-                new[i] += pos.numel()
-            resolve(source, sel, band, r, chunk_dead, drop)
+        # the band's chosen join the recorded bits: one commit for both
+        chosen = resolve_cpu.resolve(source, sel, band, r, bits, byte_at, ledger)
+        if chosen is None:
+            return None  # a NaN: the radix route refuses it before pruning anything
+        for i, c in enumerate(chosen):
+            if c:
+                new[i] += c
+                chunk_dead[(i, -1)] = c
         if table is not None:
             source.prune_table(idx, tab, bits, [new[i] for i in idx], threads)
         for i in range(len(source.sizes)):
@@ -340,13 +338,10 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, resolve,
         ledger.free(work + held)
 
 
-def _band_entries(band, i, a, b, p, k, chunk):
-    """Append tensor i's band keys k at positions p (ascending, in [a, b)) to `band`, one
-    entry per chunk, as the radix route collects them (tie quotas are per entry)."""
-    cuts = np.searchsorted(p, np.arange(a - a % chunk + chunk, b, chunk))
-    for pp, kk in zip(np.split(p, cuts), np.split(k, cuts)):
-        if pp.size:
-            band.append((i, torch.from_numpy(pp).clone(), torch.from_numpy(kk).clone()))
+def _kept(a):
+    """A copy of a call's band array that outlives the call's scratch (torch's allocation,
+    so its profiler sees what the ledger counts)."""
+    return torch.from_numpy(a).clone().numpy()
 
 
 def _prune_bits(source, i, bits, count):

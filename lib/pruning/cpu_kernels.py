@@ -580,3 +580,128 @@ def _scatter_table(bits, tab, targets, patterns, masks, threads):
                             i = 8 * q + r
                             if (byte >> r) & 1 and i < n:
                                 tgt[i] = pat
+
+
+# -- resolving a collected band (resolve_cpu.py) ----------------------------------------------
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _kth_key(keys, k, out):
+    # keys: a scratch copy, overwritten by their ordered patterns and reordered. Narrow the
+    # range of patterns that holds the k-th smallest (1-based) by 2**11 bins a round (at
+    # most three rounds for 32 bits), keeping only the keys of the bin that holds it; out =
+    # [its pattern, keys below it, keys equal to it, NaN keys].
+    u = keys.view(np.uint32)
+    n = u.size
+    sign = np.uint32(0x80000000)
+    ninf_u = np.uint32(0x007FFFFF)
+    pinf_u = np.uint32(0xFF800000)
+    lo_u = np.uint32(0xFFFFFFFF)
+    hi_u = np.uint32(0)
+    nan = 0
+    for i in range(n):
+        p = u[i]
+        q = ~p if p & sign else p | sign
+        u[i] = q
+        nan += (q < ninf_u) | (q > pinf_u)
+        lo_u = min(lo_u, q)
+        hi_u = max(hi_u, q)
+    out[3] = nan
+    if nan or n == 0 or k < 1 or k > n:
+        return
+    below = 0
+    m = n
+    kk = k
+    hist = np.zeros(2048, np.int64)
+    while True:
+        span = np.int64(hi_u) - np.int64(lo_u)
+        if span == 0:
+            out[0], out[1], out[2] = np.int64(lo_u), below, m
+            return
+        if m <= 64:
+            s = np.sort(u[:m])
+            val = s[kk - 1]
+            first = kk - 1
+            while first > 0 and s[first - 1] == val:
+                first -= 1
+            last = kk - 1
+            while last + 1 < m and s[last + 1] == val:
+                last += 1
+            out[0], out[1], out[2] = np.int64(val), below + first, last - first + 1
+            return
+        shift = 0
+        while (span >> shift) >= 2048:
+            shift += 1
+        sh = np.uint32(shift)
+        hist[:] = 0
+        for i in range(m):
+            hist[(u[i] - lo_u) >> sh] += 1
+        b = 0
+        seen = 0
+        while seen + hist[b] < kk:
+            seen += hist[b]
+            b += 1
+        below += seen
+        kk -= seen
+        b_lo = np.uint32(np.int64(lo_u) + (np.int64(b) << shift))
+        b_hi = np.uint32(min(np.int64(hi_u), np.int64(b_lo) + (np.int64(1) << shift) - 1))
+        j = 0
+        for i in range(m):
+            q = u[i]
+            u[j] = q
+            j += (q >= b_lo) & (q <= b_hi)
+        m = j
+        lo_u = b_lo
+        hi_u = b_hi
+
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _gather_ranges(keys, starts, ends, out):
+    # keys[starts[e]:ends[e]] for every e, one after another into out
+    o = 0
+    for e in range(starts.size):
+        for t in range(starts[e], ends[e]):
+            out[o] = keys[t]
+            o += 1
+
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _band_ties(keys, tau, starts, ends, out):
+    # out[e] = how many of keys[starts[e]:ends[e]] equal tau
+    for e in range(starts.size):
+        c = 0
+        for t in range(starts[e], ends[e]):
+            c += keys[t] == tau
+        out[e] = c
+
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _band_commit(bits, pos, keys, tau, starts, ends, bases, goffs, quotas, out, scratch):
+    # entry e (keys[starts[e]:ends[e]], positions of a tensor whose bits start at byte
+    # bases[e] and whose first weight is global position goffs[e]): set the bits of its keys
+    # below tau and of the quotas[e] keys equal to tau with the smallest position hash
+    # (equal hashes by position, as _tie_chunk and select.pick_ties choose: the entry's
+    # positions ascend, so its index below the hash orders them);
+    # out[e] = bits set
+    for e in range(starts.size):
+        a, b, base, g0 = starts[e], ends[e], bases[e], goffs[e]
+        c = 0
+        for t in range(a, b):
+            if keys[t] < tau:
+                p = pos[t]
+                bits[base + (p >> 3)] |= np.uint8(1 << (p & 7))
+                c += 1
+        q = quotas[e]
+        if q:
+            k = 0
+            for t in range(a, b):
+                if keys[t] == tau:
+                    scratch[k] = (_hash31(g0 + pos[t]) << np.int64(32)) | np.int64(t - a)
+                    k += 1
+            sel = scratch[:k]
+            if q < k:
+                _select_smallest(sel, q)
+            for t in range(q):
+                p = pos[a + (sel[t] & np.int64(0xFFFFFFFF))]
+                bits[base + (p >> 3)] |= np.uint8(1 << (p & 7))
+            c += q
+        out[e] = c

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from lib.pruning import nm as nm_masks
-from lib.pruning import cpu_pass, score_registry, scores
+from lib.pruning import cpu_pass, resolve_cpu, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import plain_float32, flat, groups_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
-from lib.pruning.bracket import BLOCK, SAMPLE_KEYS, mix_seed
-from lib.pruning.select import Ledger, digits_for, prune_lowest, SELECT_WORK_BYTES, COLLECT_BYTES, hist_bytes
+from lib.pruning.bracket import BLOCK, RANGE, SAMPLE_KEYS, SCRATCH_BYTES, mix_seed
+from lib.pruning.select import (BAND_BYTES, COLLECT_BYTES, RESOLVE_BYTES, SELECT_WORK_BYTES, Ledger, digits_for,
+                                 hist_bytes, prune_lowest)
 
 METHODS = tuple(m for m in score_registry.PRUNING_METHODS if m != "none")
 SCOPES = ("global", "layer")
@@ -341,8 +342,13 @@ class Pruner:
         bufs = self.chunk * self.source_bytes
         room = BRACKET_BUDGET * weight_bytes - bufs
         bits = self.total // 8 + 8 * len(self.params)
+        # the compiled loops resolve a band in 4 bytes a key, torch in 22 (resolve_cpu.py); their
+        # blocks collect it into scratch of eight times a range's expected share (block_cap)
+        compiled = self.params[0].device.type == "cpu" and cpu_pass.available()
+        slots = SCRATCH_BYTES * min(1.0, 8 * min(RANGE, max(self.sizes)) / self.total)
+        collect = BAND_BYTES + (resolve_cpu.RESOLVE_BYTES + slots if compiled else RESOLVE_BYTES)
         self.band_cap = (band_cap if band_cap is not None else
-                         max(0, int((room - bits - self.chunk * BRACKET_WORK_BYTES) / COLLECT_BYTES)))
+                         max(0, int((room - bits - self.chunk * BRACKET_WORK_BYTES) / collect)))
         fit_sample = int(0.8 * room / SAMPLE_BYTES) // BLOCK * BLOCK
         self.sample = sample if sample is not None else min(SAMPLE_KEYS, max(0, fit_sample))
 

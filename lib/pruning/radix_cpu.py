@@ -12,8 +12,8 @@ table of small tensors, cpu_pass.table_of):
    keys below the window and 2**max(digits) equal bins of patterns across it (window_of):
    on ordinary inputs the cut's bin then holds few keys, and step 2 follows at once;
 2. bracket._compiled_pass with [lo, hi) = that bin's value range: the keys below are the
-   recorded bits, the bin's keys are the band, and select._resolve settles the cut there
-   with the same threshold, tie quotas and tie hash as every other route;
+   recorded bits, the bin's keys are the band, and resolve_cpu settles the cut there with
+   the same threshold, tie quotas and tie hash as every other route;
 3. a bin that is one value held by more than `cap` keys (massive exact ties; seen from the
    lowest and highest pattern a pass counted) is pruned by the compiled tie pass (_ties):
    the pass that counted the bin also counted its keys per tile, which gives each chunk's
@@ -120,7 +120,7 @@ def _refuse(nan, below, dead_total) -> bool:
     return bool(nan[0]) or int(below[1]) != dead_total
 
 
-def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, finish, compiled_pass, window=None):
+def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, finish, compiled_pass, window=None):
     """Prune the `count` lowest live keys of `source` (module notes) counting `digits`
     (select.WIDE or NARROW), or return None having pruned nothing; or (tau, ties, ties to
     prune) when the cut is one value with more than `cap` ties. `window`: (lo, hi), a value
@@ -183,7 +183,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, resolve, fi
         if in_range <= cap:
             ledger.free(held)
             held = 0
-            return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, resolve, finish,
+            return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, finish,
                                  in_range / total, bracketed=False)
         # one value (all 32 bits fixed), too many ties to collect
         if tiles is None:  # the window's cut was not its lowest slot: count that value's keys per tile

@@ -298,7 +298,7 @@ def prune_lowest(source, count: int, *, cap: int | None = None, digits=WIDE,
     if compiled:
         from lib.pruning.bracket import _compiled_pass
         done = radix_cpu.compiled_radix(source, count, dead, sel, cap=cap, digits=digits, ledger=ledger,
-                                        resolve=_resolve, finish=_finish, compiled_pass=_compiled_pass,
+                                        finish=_finish, compiled_pass=_compiled_pass,
                                         window=window)
         if isinstance(done, Selection):
             return done
