@@ -316,13 +316,13 @@ def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_
 def test_small_tensors_read_through_one_table_prune_what_the_torch_routes_prune(kind, opt_name, method,
                                                                                monkeypatch):
     calls = {}
-    for name in ("classify_table", "hist_table", "scatter_table"):
+    for name in ("classify_items", "hist_table", "scatter_items"):
         def counted(*a, _f=getattr(cpu_pass, name), _n=name, **k):
             calls[_n] = calls.get(_n, 0) + 1
             return _f(*a, **k)
         monkeypatch.setattr(cpu_pass, name, counted)
     fast, _ = _masks(kind, opt_name, method, True, monkeypatch)
-    assert calls.get("classify_table") and calls.get("scatter_table")
+    assert calls.get("classify_items") and calls.get("scatter_items")
     slow, _ = _masks(kind, opt_name, method, False, monkeypatch)
     for a, b in zip(fast, slow):
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
@@ -417,3 +417,61 @@ def test_band_resolve_prunes_what_select_resolve_prunes(levels):
         assert set(got.tolist()) == chosen_old[i] and done[i] == len(chosen_old[i])
     assert (sel_new.tau, sel_new.ties, sel_new.tie_drops) == (sel_old.tau, sel_old.ties, sel_old.tie_drops)
     assert sum(done) == r and (sel_new.ties > sel_new.tie_drops if levels else sel_new.ties == 1)
+
+
+# -- pieces taken in turn: one call for all tensors (classify_items, scatter_items) -------------
+def test_scatter_items_writes_exactly_the_set_bits_of_every_row():
+    g = np.random.default_rng(6)
+    sizes = [70_001, 64, 1_000, 200_003]
+    byte_at = [0, *np.cumsum([-(-n // 64) * 8 for n in sizes])[:-1].tolist()]
+    bits = np.zeros(sum(-(-n // 64) * 8 for n in sizes), np.uint8)
+    hits, tgts, masks, before = [], [], [], []
+    for n, b0, share in zip(sizes, byte_at, [0.02, 1.0, 0.5, 0.001]):
+        hit = g.random(n) < share
+        bits[b0:b0 + (n + 7) // 8] = np.packbits(hit, bitorder="little")
+        hits.append(hit)
+        tgts.append((np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32) + 7))
+        old = g.integers(0, 256, (n + 7) // 8).astype(np.uint8)
+        old[-1] &= np.uint8((1 << (n % 8 or 8)) - 1)
+        masks.append(old.copy())
+        before.append(old)
+    rows = np.array([[b0, n] for b0, n in zip(byte_at, sizes)], np.int64)
+    targets = np.array([[a.ctypes.data, b.ctypes.data] for a, b in tgts], np.int64)
+    targets[1, 1] = 0  # no second target for this row
+    patterns = np.array([[-1, -2]] * len(sizes), np.int32)
+    mask_at = np.array([m.ctypes.data for m in masks], np.int64)
+    mask_at[2] = 0
+    cpu_pass.scatter_items(bits, rows, cpu_pass.items_of(sizes, piece=1 << 12), targets, patterns, mask_at, 2)
+    for r, (n, hit) in enumerate(zip(sizes, hits)):
+        a, b = tgts[r]
+        assert np.array_equal(a, np.where(hit, -1, np.arange(n)))
+        assert np.array_equal(b, np.arange(n) + 7 if r == 1 else np.where(hit, -2, np.arange(n) + 7))
+        want = before[r] if r == 2 else before[r] | np.packbits(hit, bitorder="little")
+        assert np.array_equal(masks[r], want)
+
+
+def test_pieces_whose_band_outgrows_their_slots_are_read_again_and_prune_what_the_torch_route_prunes(monkeypatch):
+    calls = []
+    slots = bracket.piece_slots
+
+    def tight(tab, band_frac):  # 8 slots a piece: every piece of a large tensor overflows
+        items = slots(tab, band_frac)
+        items[:, 4] = np.minimum(items[:, 4], 8)
+        items[:, 3] = np.cumsum(items[:, 4]) - items[:, 4]
+        return items
+    monkeypatch.setattr(bracket, "piece_slots", tight)
+    classify_items = cpu_pass.classify_items
+
+    def counted(tab, items, *a, **k):
+        calls.append(items.shape[0])
+        return classify_items(tab, items, *a, **k)
+    monkeypatch.setattr(cpu_pass, "classify_items", counted)
+    fast, routes = _masks("plain", "adamw", dict(method="state", variant="bitter7"), True, monkeypatch,
+                          sample=1 << 15, band_cap=1 << 16, chunk=1 << 14)
+    updates = sum(1 for r in routes if r)
+    # each update read its pieces twice (calls of one piece: the loops' warm-up), still one bracket
+    assert updates and len([c for c in calls if c > 1]) == 2 * updates and all(b for r in routes for b, _ in r)
+    slow, _ = _masks("plain", "adamw", dict(method="state", variant="bitter7"), False, monkeypatch,
+                     sample=1 << 15, band_cap=1 << 16, chunk=1 << 14)
+    for a, b in zip(fast, slow):
+        assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))

@@ -5,7 +5,7 @@ import numpy as np
 from numba import carray, njit, prange, types
 from numba.extending import intrinsic
 
-from lib.pruning.cpu_pass import (BLOCK, TILE, _GATHER, _SUM8, T_BITS, T_DEAD, T_DM, T_KIND, T_M, T_N, T_SLOT,
+from lib.pruning.cpu_pass import (BLOCK, TILE, _GATHER, _SUM8, T_BITS, T_DEAD, T_DM, T_KIND, T_M, T_N,
                                   T_TILE, T_V, T_X)
 
 
@@ -19,6 +19,29 @@ def _pointer_at(of):
 
 
 _f32_at, _u8_at, _i32_at = _pointer_at(types.float32), _pointer_at(types.uint8), _pointer_at(types.int32)
+
+
+_DEBRUIJN = 0x03F79D71B4CB0A89
+_LOW_BIT_AT = np.zeros(64, np.int64)
+for _i in range(64):
+    _LOW_BIT_AT[((_DEBRUIJN << _i) & (2 ** 64 - 1)) >> 58] = _i
+
+
+@njit(inline="always")
+def _low_bit(word):
+    """The index of the lowest set bit of a nonzero uint64: isolated, times a de Bruijn
+    sequence, its top six bits name it."""
+    low = word & (~word + np.uint64(1))
+    return _LOW_BIT_AT[(low * np.uint64(_DEBRUIJN)) >> np.uint64(58)]
+
+
+@intrinsic
+def _take(typingctx, counter):
+    """counter[0] += 1 atomically (int64 array); returns the value before: the next work item."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", data, context.get_constant(types.int64, 1), "monotonic")
+    return types.int64(counter), codegen
 
 
 @njit(inline="always")
@@ -535,51 +558,74 @@ def _hist_table(tab, eps, vmax, start, shift, width, hist, local, nan, span_out,
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _classify_table(tab, exact, lo, hi, eps, vmax, new_bits, pos, keys, out, threads):
-    # each entry whole, its band (at most all of it) in its own slots from tab[e, T_SLOT] on,
-    # positions counted from the entry's start; out[e] = (below lo, band, -inf keys, new bits)
+def _classify_items(tab, items, exact, lo, hi, eps, vmax, new_bits, pos, keys, out, taken, threads):
+    # items[k] = (entry, a, b, slot, cap): positions [a, b) of the table's entry, its band (at
+    # most cap entries) into pos / keys from `slot` on, positions counted from the entry's
+    # start; out[k] = (below lo, band, -inf keys, new bits). Each thread takes the next item
+    # when it is done with one (taken[0] counts them out), so a thread that a busy core holds
+    # back delays the call by the item it holds, not by a fixed share of the work.
     for t in prange(threads):
         kt = np.empty(TILE, np.float32)
         live = np.ones(TILE, np.uint8)
         lt = np.zeros(TILE, np.uint8)
         nw = np.zeros(TILE, np.uint8)
         bd = np.zeros(TILE, np.uint8)
-        for e in range(t, tab.shape[0], threads):
+        while True:
+            k = _take(taken)
+            if k >= items.shape[0]:
+                break
+            e = items[k, 0]
             kind, x, mm, v, dm, dead, n = _entry(tab, e)
-            c = _classify_range(kind, x, mm, v, dm, dead, exact, lo, hi, eps, vmax, 0, n, 0, new_bits,
-                                tab[e, T_BITS], pos, keys, tab[e, T_SLOT], n, kt, live, lt, nw, bd)
-            out[e, 0] = c[0]
-            out[e, 1] = c[1]
-            out[e, 2] = c[2]
-            out[e, 3] = c[3]
+            c = _classify_range(kind, x, mm, v, dm, dead, exact, lo, hi, eps, vmax, items[k, 1], items[k, 2], 0,
+                                new_bits, tab[e, T_BITS], pos, keys, items[k, 3], items[k, 4], kt, live, lt, nw, bd)
+            out[k, 0] = c[0]
+            out[k, 1] = c[1]
+            out[k, 2] = c[2]
+            out[k, 3] = c[3]
+
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _move_band(pos, keys, src, counts, dst_pos, dst_keys, dst):
+    # counts[k] entries from src[k] on to dst[k] on, k in order (in place when dst <= src)
+    for k in range(src.size):
+        s0, d0 = src[k], dst[k]
+        for t in range(counts[k]):
+            dst_pos[d0 + t] = pos[s0 + t]
+            dst_keys[d0 + t] = keys[s0 + t]
 
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _scatter_table(bits, tab, targets, patterns, masks, threads):
-    # entry e: where bit i of its bits (from byte tab[e, T_BITS]) is set, write patterns[e, c]
-    # into element i of each int32 array targets[e, c] (0: none), and OR its bits into the
-    # uint8 mask at masks[e] (0: none)
+def _scatter_items(words, rows, items, targets, patterns, masks, taken, threads):
+    # items[k] = (row r, a, b), a a multiple of 64: where bit i of row r's bits (words from
+    # rows[r, 0] on, of a tensor of rows[r, 1] weights) is set, i in [a, b), write
+    # patterns[r, c] into element i of each int32 array at targets[r, c] (0: none), and OR
+    # the bits into the packed mask at masks[r] (0: none); the threads take items in turn
     for t in prange(threads):
-        for e in range(t, tab.shape[0], threads):
-            n = tab[e, T_N]
-            b0 = tab[e, T_BITS]
-            nb = (n + 7) // 8
-            if masks[e]:
-                mask = carray(_u8_at(masks[e]), (nb,))
-                for q in range(nb):
-                    mask[q] |= bits[b0 + q]
+        while True:
+            k = _take(taken)
+            if k >= items.shape[0]:
+                break
+            r, a, b = items[k, 0], items[k, 1], items[k, 2]
+            n, w0 = rows[r, 1], rows[r, 0]
+            q0, q1 = a >> 6, (b + 63) >> 6
+            if masks[r]:
+                mask = carray(_u8_at(masks[r]), ((n + 7) // 8,))
+                for q in range(q0, q1):
+                    word = words[w0 + q]
+                    if word:
+                        for y in range(min(8, (n + 7) // 8 - 8 * q)):
+                            mask[8 * q + y] |= np.uint8((word >> np.uint64(8 * y)) & np.uint64(0xFF))
             for c in range(targets.shape[1]):
-                if targets[e, c] == 0:
+                if targets[r, c] == 0:
                     continue
-                tgt = carray(_i32_at(targets[e, c]), (n,))
-                pat = patterns[e, c]
-                for q in range(nb):
-                    byte = bits[b0 + q]
-                    if byte:
-                        for r in range(8):
-                            i = 8 * q + r
-                            if (byte >> r) & 1 and i < n:
-                                tgt[i] = pat
+                tgt = carray(_i32_at(targets[r, c]), (n,))
+                pat = patterns[r, c]
+                for q in range(q0, q1):
+                    word = words[w0 + q]
+                    i0 = 64 * q
+                    while word:  # one step per set bit (bits past the tensor's end are never set)
+                        tgt[i0 + _low_bit(word)] = pat
+                        word &= word - np.uint64(1)
 
 
 # -- resolving a collected band (resolve_cpu.py) ----------------------------------------------

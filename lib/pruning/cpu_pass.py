@@ -19,6 +19,12 @@ The recorded bits mark only positions that are alive (`dead_mode` says how the m
 a pruned position: exp_avg_sq = +inf, or a bit), so committing them writes only the newly
 pruned weights (`scatter`) instead of rewriting every weight and second moment.
 
+The bracketed pass reads every tensor it can through one table of addresses (table_of)
+in pieces of ITEM positions (classify_items, then scatter_items to commit): one compiled
+call per step of an update instead of one per tensor, and its threads take the pieces in
+turn, so a thread that another process holds back delays the call by one piece, where an
+even split of each tensor made every call wait for the thread's whole share.
+
 `available()` is False where numba cannot be imported: bracket.py then takes the torch
 route, which chooses the same positions more slowly.
 """
@@ -37,8 +43,8 @@ _GATHER = 0x0102040810204080  # eight 0/1 bytes times this: byte i's bit lands a
 _SUM8 = 0x0101010101010101  # eight 0/1 bytes times this: their sum lands in the top byte
 
 
-# a table of small tensors (table_of): one int64 row per tensor, these columns
-T_KIND, T_X, T_M, T_V, T_DM, T_DEAD, T_N, T_BITS, T_SLOT, T_TILE = range(10)
+# a table of tensors (table_of): one int64 row per tensor, these columns
+T_KIND, T_X, T_M, T_V, T_DM, T_DEAD, T_N, T_BITS, T_TILE = range(9)
 TABLE_MAX = 1 << 14  # tensors up to this size go through tables; larger ones fill the threads alone
 
 _kernels = None
@@ -88,10 +94,22 @@ def warm():
         "_hist_table": lambda: hist_table(tab, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64),
                                           np.zeros(1, np.int64), new_span(), np.zeros(2, np.int64), count_tables(11),
                                           np.zeros(1, np.int32)),
-        "_classify_table": lambda: classify_table(tab, False, 0.5, 1.5, 1e-8, 2.0 ** 127, u8, np.zeros(64, np.int64),
+        "_classify_items": lambda: classify_items(tab, np.array([[0, 0, 64, 0, 64]], np.int64), False, 0.5, 1.5,
+                                                  1e-8, 2.0 ** 127, u8, np.zeros(64, np.int64),
                                                   np.zeros(64, np.float32), 1),
-        "_scatter_table": lambda: scatter_table(u8, tab, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32),
+        "_move_band": lambda: move_band(np.zeros(1, np.int64), f[:1], np.zeros(1, np.int64), np.ones(1, np.int64),
+                                        np.zeros(1, np.int64), f[1:2], np.zeros(1, np.int64)),
+        "_scatter_items": lambda: scatter_items(u8, np.array([[0, 64]], np.int64), np.array([[0, 0, 64]], np.int64),
+                                                np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32),
                                                 np.zeros(1, np.int64), 1),
+        "_kth_key": lambda: kernels()._kth_key(f[:8].copy(), 1, np.zeros(4, np.int64)),
+        "_gather_ranges": lambda: kernels()._gather_ranges(f, np.zeros(1, np.int64), np.ones(1, np.int64), f[:1].copy()),
+        "_band_ties": lambda: kernels()._band_ties(f, np.float32(1), np.zeros(1, np.int64), np.ones(1, np.int64),
+                                                   np.zeros(1, np.int64)),
+        "_band_commit": lambda: kernels()._band_commit(u8, np.zeros(1, np.int64), f, np.float32(0), np.zeros(1, np.int64),
+                                                       np.ones(1, np.int64), np.zeros(1, np.int64),
+                                                       np.zeros(1, np.int64), np.zeros(1, np.int64),
+                                                       np.zeros(1, np.int64), np.zeros(1, np.int64)),
         "_set_bits": lambda: set_bits(u8, 0, np.zeros(1, np.int64)),
     }
     for name, call in calls.items():
@@ -246,15 +264,13 @@ def from_ordered(u: int) -> float:
 
 
 def table_of(rows, tile_at=None):
-    """The int64 table of small tensors for the *_table loops: `rows` are (kind, address
-    of x, of m, of v (0: none), dead mode, address of the dead bits (0: none), size) of
-    float32 tensors in memory order; the band slots of classify_table follow one another,
-    a tensor's bits start at byte T_BITS (set by the caller), its tile counts at
-    tile_at[k] of a pass's flat tile array."""
-    tab = np.zeros((len(rows), 10), np.int64)
+    """The int64 table of tensors for hist_table and the *_items loops: `rows` are (kind,
+    address of x, of m, of v (0: none), dead mode, address of the dead bits (0: none),
+    size) of float32 tensors in memory order; a tensor's bits start at byte T_BITS (set by
+    the caller), its tile counts at tile_at[k] of a pass's flat tile array."""
+    tab = np.zeros((len(rows), 9), np.int64)
     if rows:
         tab[:, :7] = np.array(rows, np.int64)
-        tab[1:, T_SLOT] = np.cumsum(tab[:-1, T_N])
         if tile_at is not None:
             tab[:, T_TILE] = tile_at
     return tab
@@ -268,19 +284,41 @@ def hist_table(tab, eps, vmax, start, shift, width, hist, nan, span, below, tabl
                           _NO_TILES if tiles is None else tiles)
 
 
-def classify_table(tab, exact, lo, hi, eps, vmax, new_bits, pos, keys, threads):
-    """classify over every tensor of a table in one call, each tensor whole (its band in
-    its own slots, tab[:, T_SLOT] on, as many as it has positions; positions from its
-    start). Returns int64 (entries, 4): below lo, band, -inf keys, new bits."""
-    out = np.zeros((tab.shape[0], 4), np.int64)
-    kernels()._classify_table(tab, bool(exact), np.float32(lo), np.float32(hi), np.float32(eps),
-                              np.float32(vmax), new_bits, pos, keys, out, int(threads))
+ITEM = 1 << 17  # positions per work item of the *_items loops: hundreds per update, taken in turn
+
+
+def items_of(sizes, piece=ITEM):
+    """int64 (items, 3): (entry, a, b) pieces of at most `piece` positions (a multiple of
+    64) that cover entries of the given sizes, in entry order."""
+    rows = [(e, a, min(n, a + piece)) for e, n in enumerate(sizes) for a in range(0, n, piece)]
+    return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def classify_items(tab, items, exact, lo, hi, eps, vmax, new_bits, pos, keys, threads):
+    """classify over pieces of a table's tensors in one call: items (int64 (k, 5)) are
+    (entry, a, b, slot, cap), each piece's band in pos / keys from its slot on, at most cap
+    (positions from its tensor's start); the threads take pieces in turn. Returns int64
+    (k, 4): below lo, band (more than cap: the piece overflowed, nothing beyond cap kept),
+    -inf keys, new bits."""
+    out = np.zeros((items.shape[0], 4), np.int64)
+    kernels()._classify_items(tab, items, bool(exact), np.float32(lo), np.float32(hi), np.float32(eps),
+                              np.float32(vmax), new_bits, pos, keys, out, np.zeros(1, np.int64), int(threads))
     return out
 
 
-def scatter_table(bits, tab, targets, patterns, masks, threads):
-    """scatter for every tensor of a table in one call: targets (int64 (entries, k)
-    addresses of float32 arrays, 0: none) take patterns[e, c] (int32 bit patterns) where the
-    entry's bits are set; masks (int64 addresses of packed uint8 masks, 0: none) take the
-    bits by OR."""
-    kernels()._scatter_table(bits, tab, targets, patterns, masks, int(threads))
+def move_band(pos, keys, src, counts, dst_pos, dst_keys, dst):
+    """Copy counts[k] band entries from slot src[k] on to dst[k] on, k in order; in place
+    (the same arrays) when every dst[k] <= src[k]."""
+    kernels()._move_band(pos, keys, src, counts, dst_pos, dst_keys, dst)
+
+
+def scatter_items(bits, rows, items, targets, patterns, masks, threads):
+    """scatter for many tensors in one call: row r's bits start at byte rows[r, 0] of `bits`
+    (a multiple of 8) for rows[r, 1] weights; items (int64 (k, 3)) are (row, a, b) pieces, a
+    a multiple of 64. Where a bit is set, targets[r, c] (addresses of float32 arrays, 0:
+    none) take patterns[r, c] (int32 bit patterns), and masks[r] (address of a packed uint8
+    mask, 0: none) takes the bit by OR. The threads take pieces in turn."""
+    words = bits[:bits.size // 8 * 8].view(np.uint64)
+    r = rows.copy()
+    r[:, 0] //= 8
+    kernels()._scatter_items(words, r, items, targets, patterns, masks, np.zeros(1, np.int64), int(threads))

@@ -14,7 +14,7 @@ from lib.pruning import cpu_pass, resolve_cpu, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import plain_float32, flat, groups_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
-from lib.pruning.bracket import BLOCK, RANGE, SAMPLE_KEYS, SCRATCH_BYTES, mix_seed
+from lib.pruning.bracket import BLOCK, ITEM_SLACK, RANGE, SAMPLE_KEYS, SCRATCH_BYTES, mix_seed
 from lib.pruning.select import (BAND_BYTES, COLLECT_BYTES, RESOLVE_BYTES, SELECT_WORK_BYTES, Ledger, digits_for,
                                  hist_bytes, prune_lowest)
 
@@ -168,18 +168,21 @@ class _Keys:
         w, m, v = (None if t is None else flat(t).numpy() for t in (w, m, v))
         return kind, w, m, v, dead_mode, dead
 
-    def cpu_table(self, exact):
+    def cpu_table(self, exact, large=False):
         """(indices, table): the tensors of at most cpu_pass.TABLE_MAX weights that the
         compiled loops read together through one table of addresses (cpu_pass.table_of),
-        or None when fewer than TABLE_FROM are; the others go one call each. Once per update."""
-        key = ("table", exact)
+        or None when fewer than TABLE_FROM are; the others go one call each. With `large`,
+        the larger tensors too (the bracketed pass reads them in pieces: classify_items),
+        and a table of one is enough. Once per update each."""
+        key = ("table", exact, large)
         if key not in self._cpu:
-            # a pass holds band slots for every weight of the table: a chunk's worth from 1M
-            # weights up keeps the update within its memory budget
+            # a pass holds band slots for every weight of a small tensor: a chunk's worth of
+            # them from 1M weights up keeps the update within its memory budget
             room = self.chunk if self.pr.total >= 1 << 20 else max(TABLE_ROOM, self.chunk)
             idx, rows = [], []
             for i, n in enumerate(self.sizes):
-                if n > cpu_pass.TABLE_MAX or n > room:
+                small = n <= cpu_pass.TABLE_MAX
+                if n == 0 or (n > room if small else not large):
                     continue
                 stored = self._stored(i)
                 cols = self.pr.rep.table_columns(self.js[i])
@@ -194,15 +197,17 @@ class _Keys:
                 else:
                     v_at = 0 if v is None else v.data_ptr()
                 idx.append(i)
-                room -= n
+                room -= n if small else 0
                 rows.append((kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
                              dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n))
-            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if len(idx) >= TABLE_FROM else None
+            enough = len(idx) >= (1 if large else TABLE_FROM)
+            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if enough else None
         return self._cpu[key]
 
     def prune_table(self, idx, tab, bits, new, threads):
         """Prune the table's tensors where their bits (from byte tab[:, T_BITS] of `bits`)
-        are set; new[e]: how many are, per entry. One compiled call for all of them."""
+        are set; new[e]: how many are, per entry. One compiled call for all of them, the
+        threads taking pieces in turn (cpu_pass.scatter_items)."""
         go = [e for e in range(len(idx)) if new[e]]
         if not go:
             return
@@ -215,7 +220,8 @@ class _Keys:
                 targets[r, k] = at
                 patterns[r, k] = pattern
         masks = np.array([c[3] for c in cols], np.int64)
-        cpu_pass.scatter_table(bits, tab[go], targets, patterns, masks, threads)
+        rows = tab[go][:, [cpu_pass.T_BITS, cpu_pass.T_N]]
+        cpu_pass.scatter_items(bits, rows, cpu_pass.items_of(rows[:, 1].tolist()), targets, patterns, masks, threads)
 
     def prune_bits(self, i, bits, count=None):
         self.pr.rep.prune_bits(self.js[i], bits, count)
@@ -343,10 +349,16 @@ class Pruner:
         room = BRACKET_BUDGET * weight_bytes - bufs
         bits = self.total // 8 + 8 * len(self.params)
         # the compiled loops resolve a band in 4 bytes a key, torch in 22 (resolve_cpu.py); their
-        # blocks collect it into scratch of eight times a range's expected share (block_cap)
+        # pieces collect it in slots of ITEM_SLACK times their share, at least 512 a piece
+        # (bracket.piece_slots), a tensor outside their table in scratch of eight times a
+        # range's share (cpu_pass.block_cap) and then a copy
         compiled = self.params[0].device.type == "cpu" and cpu_pass.available()
-        slots = SCRATCH_BYTES * min(1.0, 8 * min(RANGE, max(self.sizes)) / self.total)
-        collect = BAND_BYTES + (resolve_cpu.RESOLVE_BYTES + slots if compiled else RESOLVE_BYTES)
+        if compiled:
+            room -= (self.total // cpu_pass.ITEM + len(self.params)) * 512 * SCRATCH_BYTES
+            per_call = BAND_BYTES + SCRATCH_BYTES * min(1.0, 8 * min(RANGE, max(self.sizes)) / self.total)
+            collect = resolve_cpu.RESOLVE_BYTES + max(SCRATCH_BYTES * ITEM_SLACK, per_call)
+        else:
+            collect = BAND_BYTES + RESOLVE_BYTES
         self.band_cap = (band_cap if band_cap is not None else
                          max(0, int((room - bits - self.chunk * BRACKET_WORK_BYTES) / collect)))
         fit_sample = int(0.8 * room / SAMPLE_BYTES) // BLOCK * BLOCK
