@@ -173,36 +173,50 @@ class _Keys:
         compiled loops read together through one table of addresses (cpu_pass.table_of),
         or None when fewer than TABLE_FROM are; the others go one call each. With `large`,
         the larger tensors too (the bracketed pass reads them in pieces: classify_items),
-        and a table of one is enough. Once per update each."""
+        and a table of one is enough. Built once per update (both from one list)."""
+        if ("rows", exact) not in self._cpu:
+            self._cpu[("rows", exact)] = self._table_rows(exact)
+        idx, rows = self._cpu[("rows", exact)]
         key = ("table", exact, large)
         if key not in self._cpu:
-            # a pass holds band slots for every weight of a small tensor: a chunk's worth of
-            # them from 1M weights up keeps the update within its memory budget
-            room = self.chunk if self.pr.total >= 1 << 20 else max(TABLE_ROOM, self.chunk)
-            idx, rows = [], []
-            for i, n in enumerate(self.sizes):
-                small = n <= cpu_pass.TABLE_MAX
-                if n == 0 or (n > room if small else not large):
-                    continue
-                stored = self._stored(i)
-                cols = self.pr.rep.table_columns(self.js[i])
-                if stored is None or cols is None or not all(plain_float32(t) for t in stored[1:] if t is not None):
-                    continue
-                dead_mode, dead_at = cols[0], cols[1]
-                if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
-                    continue
-                kind, w, m, v = stored
-                if dead_mode == cpu_pass.DEAD_STATE and v is None:
-                    v_at = dead_at  # |w| (no state read) still sees the pruned positions there
-                else:
-                    v_at = 0 if v is None else v.data_ptr()
-                idx.append(i)
-                room -= n if small else 0
-                rows.append((kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
-                             dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n))
+            if not large:
+                keep = [e for e, i in enumerate(idx) if self.sizes[i] <= cpu_pass.TABLE_MAX]
+                idx, rows = [idx[e] for e in keep], [rows[e] for e in keep]
             enough = len(idx) >= (1 if large else TABLE_FROM)
             self._cpu[key] = (idx, cpu_pass.table_of(rows)) if enough else None
         return self._cpu[key]
+
+    def _table_rows(self, exact):
+        """(indices, table rows) of every tensor a table may hold (cpu_table)."""
+        # a pass holds band slots for every weight of a small tensor: a chunk's worth of them
+        # from 1M weights up keeps the update within its memory budget
+        room = self.chunk if self.pr.total >= 1 << 20 else max(TABLE_ROOM, self.chunk)
+        idx, rows = [], []
+        for i, n in enumerate(self.sizes):
+            small = n <= cpu_pass.TABLE_MAX
+            if n == 0 or small and n > room:
+                continue
+            stored = self._stored(i)
+            cols = self.pr.rep.table_columns(self.js[i])
+            # table_columns checked the weight and the state the mask writes; what else is read:
+            # movement's buffer, bitter0's first moment
+            if stored is None or cols is None or not all(
+                    plain_float32(t) for t in (stored[1] if self.pr.method == "movement" else None, stored[2])
+                    if t is not None):
+                continue
+            dead_mode, dead_at = cols[0], cols[1]
+            if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
+                continue
+            kind, w, m, v = stored
+            if dead_mode == cpu_pass.DEAD_STATE and v is None:
+                v_at = dead_at  # |w| (no state read) still sees the pruned positions there
+            else:
+                v_at = 0 if v is None else v.data_ptr()
+            idx.append(i)
+            room -= n if small else 0
+            rows.append((kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
+                         dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n))
+        return idx, rows
 
     def prune_table(self, idx, tab, bits, new, threads):
         """Prune the table's tensors where their bits (from byte tab[:, T_BITS] of `bits`)
