@@ -457,7 +457,7 @@ def _select_smallest(a, k):
 
 @njit(boundscheck=False, nogil=True)
 def _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, ties, new_bits, mine, kt, live,
-               nw, hk):
+               nw):
     """_tie_pass on the chunk [a, b): returns the bits it set."""
     nw64 = nw.view(np.uint64)
     gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
@@ -489,13 +489,22 @@ def _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b,
                 new += np.int64(cn)
             if q:
                 g0 = goff + t0
-                for i in range(m):  # one vectorised loop: the candidates' flags and sort keys
-                    h = _hash31(g0 + i)
-                    hk[i] = (h << np.int64(31)) | (g0 + i)
-                    nw[i] = (kt[i] == tau) & (h < bound)
-                for i in range(m):
-                    mine[k] = hk[i]
-                    k += nw[i]  # kept by advancing k
+                found = 0
+                for i in range(m):  # one vectorised loop: the candidates' flags
+                    f = np.uint8(kt[i] == tau) & np.uint8(_hash31(g0 + i) < bound)
+                    nw[i] = f
+                    found += f
+                if found:  # collect them a word of 8 flags at a time, skipping empty words
+                    words = (m + 7) // 8
+                    for i in range(m, words * 8):
+                        nw[i] = 0
+                    for w8 in range(words):
+                        if nw64[w8]:
+                            for r in range(8):
+                                i = 8 * w8 + r
+                                if nw[i]:
+                                    mine[k] = (_hash31(g0 + i) << np.int64(31)) | (g0 + i)
+                                    k += 1
         if k >= q:
             break
         bound = np.int64(1) << np.int64(31)  # too few below the bound: all ties, read again
@@ -528,11 +537,10 @@ def _tie_pass(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk,
         kt = np.empty(TILE, np.float32)
         live = np.ones(TILE, np.uint8)
         nw = np.zeros(TILE, np.uint8)
-        hk = np.empty(TILE, np.int64)
         for c in range(t, nch, threads):
             a = c * chunk
             per[c] = _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, min(n, a + chunk),
-                                quota[c], ties[c], new_bits, scratch[t], kt, live, nw, hk)
+                                quota[c], ties[c], new_bits, scratch[t], kt, live, nw)
     stats[0] = per.sum()
 
 
