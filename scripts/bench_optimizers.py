@@ -3,9 +3,7 @@
 
 GPT-2-shaped weights (per block 768x2304, 768x768, 768x3072, 3072x768; 12 blocks with
 --full = 85M weights), synthetic gradients. Every figure is one JSON line; time ratios
-are medians of steps measured back to back with fused AdamW steps in the same process (an
-update step against the mean of the fused steps just before and just after it, so that a
-change of the machine's speed between them moves the ratio less):
+are medians of steps measured back to back with fused AdamW steps in the same process:
 
   base_step_ratio       the same optimizer without pruning (SPAM and SGD have costs of their own)
   step_ratio            a pruning-active step without a mask update
@@ -173,9 +171,8 @@ def _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_pl
     for t in update_steps:
         opt._knlp_t = t - 1  # fast-forward the one step counter to the next update
         if t in picks:
-            before = timed(base_opt.step)
-            took = timed(opt.step)
-            update_ratios.append(took / ((before + timed(base_opt.step)) / 2))
+            base = timed(base_opt.step)
+            update_ratios.append(timed(opt.step) / base)
         else:
             opt.pruner.update(t)  # reach the next sparsity without timing it
         goal = round(sparsity_at(t, warmup_end=t0, ramp_end=t1, final=args.sparsity) * n)

@@ -236,8 +236,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, 
     span = min(RANGE, max(rest)) if rest else 0
     slots = -(-span // cpu_pass.BLOCK) * cpu_pass.block_cap(span, band_frac) if span else 0
     items = None if table is None else piece_slots(table[1], band_frac)
-    t_slots = 0 if items is None else int(items[-1, 3] + items[-1, 4])
-    work = nbytes + (slots + t_slots) * SCRATCH_BYTES
+    work = nbytes + (slots + (0 if items is None else _slot_count(items))) * SCRATCH_BYTES
     ledger.hold(work)
     held = 0
     try:
@@ -254,31 +253,13 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, 
         if table is not None:
             idx, tab = table
             tab[:, cpu_pass.T_BITS] = np.asarray(byte_at, np.int64)[idx]
-            pos_t = torch.empty(t_slots, dtype=torch.int64).numpy()
-            key_t = torch.empty(t_slots, dtype=torch.float32).numpy()
-            args = (exact, lo, hi, scores.EPS, score_registry.VMAX, bits)
-            out = cpu_pass.classify_items(tab, items, *args, pos_t, key_t, threads)
-            got = out[:, 1]
-            in_band = int(got.sum())
-            if in_band > cap:
+            got = _classify_pieces(tab, items, (exact, lo, hi, scores.EPS, score_registry.VMAX, bits), threads,
+                                   cap, sel, ledger)
+            if got is None:
                 return None
-            at = np.cumsum(got) - got  # each piece's band, one after another in piece order
-            if (got > items[:, 4]).any():
-                # a piece's band outgrew its slots: all pieces again, into room of the exact size
-                # (the band fits `cap`, which the budget allows for; the slots go first)
-                sel.passes += 1
-                ledger.free(t_slots * SCRATCH_BYTES)
-                work -= t_slots * SCRATCH_BYTES
-                del pos_t, key_t
-                ledger.hold(in_band * SCRATCH_BYTES)
-                work += in_band * SCRATCH_BYTES
-                pos_t = torch.empty(in_band, dtype=torch.int64).numpy()
-                key_t = torch.empty(in_band, dtype=torch.float32).numpy()
-                items = items.copy()
-                items[:, 3], items[:, 4] = at, got
-                cpu_pass.classify_items(tab, items, *args, pos_t, key_t, threads)
-            else:
-                cpu_pass.move_band(pos_t, key_t, items[:, 3], got, pos_t, key_t, at)
+            out, pos_t, key_t, at, grown = got
+            work += grown
+            in_band = int(out[:, 1].sum())
             first = np.searchsorted(items[:, 0], np.arange(len(idx)))  # each entry's first piece
             per = np.add.reduceat(out, first, axis=0)
             e_at = at[first]
@@ -359,6 +340,41 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, 
         return finish(sel, chunk_dead, dead, goal)
     finally:
         ledger.free(work + held)
+
+
+def _slot_count(items):
+    return int(items[-1, 3] + items[-1, 4])
+
+
+def _classify_pieces(tab, items, args, threads, cap, sel, ledger):
+    """classify_items over a table's pieces, whose slots (held in the ledger by the caller)
+    it allocates; a piece whose band outgrew its slots makes it read every piece again into
+    room of the exact size (the band fits `cap`, which the budget allows for; the slots go
+    first). Returns (per-piece counts, positions, keys, each piece's first band entry, bytes
+    the ledger holds now beyond the slots), the band in piece order; None if the band
+    exceeds cap."""
+    n_slots = _slot_count(items)
+    pos = torch.empty(n_slots, dtype=torch.int64).numpy()  # torch's, for its profiler
+    keys = torch.empty(n_slots, dtype=torch.float32).numpy()
+    out = cpu_pass.classify_items(tab, items, *args, pos, keys, threads)
+    got = out[:, 1]
+    total = int(got.sum())
+    if total > cap:
+        return None
+    at = np.cumsum(got) - got
+    if not (got > items[:, 4]).any():
+        cpu_pass.move_band(pos, keys, items[:, 3], got, pos, keys, at)
+        return out, pos, keys, at, 0
+    sel.passes += 1
+    del pos, keys
+    ledger.free(n_slots * SCRATCH_BYTES)
+    ledger.hold(total * SCRATCH_BYTES)
+    pos = torch.empty(total, dtype=torch.int64).numpy()
+    keys = torch.empty(total, dtype=torch.float32).numpy()
+    exact_room = items.copy()
+    exact_room[:, 3], exact_room[:, 4] = at, got
+    cpu_pass.classify_items(tab, exact_room, *args, pos, keys, threads)
+    return out, pos, keys, at, (total - n_slots) * SCRATCH_BYTES
 
 
 ITEM_SLACK = 1.5  # a piece's band slots: this many times its expected share (at least 512); measured
