@@ -475,3 +475,32 @@ def test_pieces_whose_band_outgrows_their_slots_are_read_again_and_prune_what_th
                      sample=1 << 15, band_cap=1 << 16, chunk=1 << 14)
     for a, b in zip(fast, slow):
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("opt_name,method", [("adamw", dict(method="state", variant="bitter7")),
+                                             ("sgd", dict(method="magnitude")),
+                                             ("adamw", dict(method="state", variant="bitter0"))])
+def test_the_sample_read_through_the_table_equals_torchs_keys(opt_name, method, monkeypatch):
+    from lib.pruning import select
+    from lib.pruning.pruner import _Buffers, _Keys
+    model = _model("mixed")
+    opt = (torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if opt_name == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True))
+    pr = Pruner(opt, prunable_weights(model), target=0.9, warmup_end=1, ramp_end=4, frequency=1, **method)
+    for t in range(1, 4):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        pr.before_update()
+        opt.step()
+        pr.after_update(t)  # some weights pruned: their keys show as pruned
+    samples, calls = [], []
+    gather_table = cpu_pass.gather_table
+    monkeypatch.setattr(cpu_pass, "gather_table", lambda *a, **k: calls.append(a[1].size) or gather_table(*a, **k))
+    for fused in (True, False):
+        monkeypatch.setattr(bracket, "FUSED", fused)
+        led = select.Ledger()
+        src = _Keys(pr, range(len(pr.params)), _Buffers(pr, led))
+        keys, _ = bracket._sample(src, 12345, led, 1 << 12)
+        samples.append(keys)
+    assert torch.equal(samples[0], samples[1]) and samples[0].numel() == 1 << 12
+    assert calls and calls[0] > 0 and bool((samples[0] == 0).any())  # pruned weights among them

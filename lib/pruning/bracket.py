@@ -85,8 +85,26 @@ def _sample(source, seed, ledger, sample_keys):
     edges = torch.searchsorted(picked, starts).tolist()
     compiled = FUSED and source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
     exact = source.dead_key is None
+    # the tensors of the compiled pass's table in one call (cpu_pass.gather_table)
+    table = source.cpu_table(exact, large=True) if compiled and hasattr(source, "cpu_table") else None
+    in_table = set()
+    if table is not None:
+        idx, tab = table
+        in_table = set(idx)
+        entry = np.full(len(rows), -1, np.int64)
+        entry[idx] = np.arange(len(idx))
+        ledger.hold(blocks * 40)  # each row's tensor, entry, row within it and place: int64 temporaries
+        pick = picked.numpy()
+        tensor = np.searchsorted(starts.numpy()[1:], pick, side="right")
+        mine = np.flatnonzero(entry[tensor] >= 0)
+        cpu_pass.gather_table(tab, entry[tensor[mine]], pick[mine] - starts.numpy()[tensor[mine]], mine, BLOCK,
+                              exact, scores.EPS, score_registry.VMAX, keys.view(-1).numpy())
+        del tensor, mine
+        ledger.free(blocks * 40)
     for j in range(len(rows)):
         lo, hi = edges[j], edges[j + 1]
+        if j in in_table:
+            continue
         inputs = source.cpu_inputs(j, exact) if compiled and hi > lo else None
         if inputs is not None:  # one compiled loop scores the tensor's rows in place
             kind, x, m, v, dead_mode, dead = inputs

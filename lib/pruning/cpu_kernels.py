@@ -301,6 +301,29 @@ def _gather(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows, width,
             _row_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, rows[r] * width, width, out, r * width)
 
 
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _gather_table(tab, ent, rows, dst, width, exact, eps, vmax, out):
+    # _gather over a table's tensors in one call: row r is positions [rows[r] * width, + width)
+    # of entry ent[r], its keys into out from dst[r] * width on
+    groups = (rows.size + 255) // 256
+    sink = np.zeros(groups, np.float32)
+    for g in prange(groups):
+        r0, r1 = g * 256, min(rows.size, g * 256 + 256)
+        touch = np.float32(0.0)  # as _gather: the group's loads first, so that they overlap
+        for r in range(r0, r1):
+            kind, x, mm, v, dm, dead, n = _entry(tab, ent[r])
+            a = rows[r] * width
+            touch += x[a]
+            if v.size:
+                touch += v[a]
+            if mm.size:
+                touch += mm[a]
+        sink[g] = touch
+        for r in range(r0, r1):
+            kind, x, mm, v, dm, dead, n = _entry(tab, ent[r])
+            _row_keys(kind, x, mm, v, dm, dead, exact, eps, vmax, rows[r] * width, width, out, dst[r] * width)
+
+
 @njit(inline="always")
 def _hist_range(kind, x, mm, v, dead_mode, dead_bits, eps, vmax, a, b, shift, start, width, tab, stride,
                 tile_slot, tiles, tile_base, kt, slot, live, acc):

@@ -84,6 +84,9 @@ def warm():
                                       np.zeros(512, np.int64), np.zeros(512, np.float32), 512),
         "_gather": lambda: gather(BITTER7, f, f, DEAD_STATE, u8, False, 1e-8, 2.0 ** 127, np.zeros(2, np.int64), 16,
                                   np.zeros(32, np.float32)),
+        "_gather_table": lambda: gather_table(tab, np.zeros(1, np.int64), np.zeros(1, np.int64),
+                                              np.zeros(1, np.int64), 16, False, 1e-8, 2.0 ** 127,
+                                              np.zeros(16, np.float32)),
         "_scatter": lambda: scatter(u8, np.zeros(64, np.int32), 0, np.zeros(64, np.int32), 1),
         "_digit_hist": lambda: window_hist(BITTER7, f, f, DEAD_STATE, u8, 1e-8, 2.0 ** 127, 0, 21, 11,
                                            np.zeros(2048, np.int64), np.zeros(1, np.int64), new_span(),
@@ -132,6 +135,13 @@ def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out,
     their natural key (0 for the never-negative scores). `m`: the first moment (BITTER0)."""
     kernels()._gather(kind, x, x[:0] if m is None else m, v, dead_mode, dead_bits, bool(exact), np.float32(eps),
                       np.float32(vmax), rows, int(width), out)
+
+
+def gather_table(tab, ent, rows, dst, width, exact, eps, vmax, out):
+    """gather for many tensors of a table (table_of) in one call: row r is the `width`
+    positions from rows[r] * width of entry ent[r], its keys into out (numpy float32) from
+    dst[r] * width on."""
+    kernels()._gather_table(tab, ent, rows, dst, int(width), bool(exact), np.float32(eps), np.float32(vmax), out)
 
 
 def block_cap(length: int, band_share: float) -> int:
