@@ -297,11 +297,12 @@ def test_compiled_routes_prune_what_the_torch_routes_prune(kind, opt_name, metho
 def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_prunes(kind, opt_name, method, sample,
                                                                                       monkeypatch):
     calls = []
-    tie_pass = cpu_pass.tie_pass
-    monkeypatch.setattr(cpu_pass, "tie_pass", lambda *a, **k: calls.append(1) or tie_pass(*a, **k))
+    for name in ("tie_pass", "tie_items"):  # a tensor at a time, or all of them through the table
+        f = getattr(cpu_pass, name)
+        monkeypatch.setattr(cpu_pass, name, lambda *a, _f=f, _n=name, **k: calls.append(_n) or _f(*a, **k))
     # to 20%: the cut falls among the 30% equal scores (0), more of them than `cap`
     fast, _ = _masks(kind, opt_name, method, True, monkeypatch, target=0.2, cap=256, sample=sample)
-    assert calls
+    assert "tie_items" in calls  # float32 tensors: all through the table
     slow, _ = _masks(kind, opt_name, method, False, monkeypatch, target=0.2, cap=256, sample=sample)
     for a, b in zip(fast, slow):
         assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a, b))
@@ -316,7 +317,7 @@ def test_massive_ties_take_the_compiled_tie_pass_and_prune_what_the_torch_route_
 def test_small_tensors_read_through_one_table_prune_what_the_torch_routes_prune(kind, opt_name, method,
                                                                                monkeypatch):
     calls = {}
-    for name in ("classify_items", "hist_table", "scatter_items"):
+    for name in ("classify_items", "hist_items", "scatter_items"):
         def counted(*a, _f=getattr(cpu_pass, name), _n=name, **k):
             calls[_n] = calls.get(_n, 0) + 1
             return _f(*a, **k)

@@ -202,17 +202,12 @@ def _count_visits(monkeypatch):
                 visits[x.ctypes.data] = visits.get(x.ctypes.data, 0) + 1
             return _f(kind, x, *args, **kw)
         monkeypatch.setattr(cpu_pass, name, compiled)
-    def tabled(tab, *args, _f=cpu_pass.hist_table, **kw):  # a table's small tensors, one call for all of them
-        for at in tab[:, cpu_pass.T_X].tolist():
-            visits[at] = visits.get(at, 0) + 1
-        return _f(tab, *args, **kw)
-    monkeypatch.setattr(cpu_pass, "hist_table", tabled)
-
-    def pieces(tab, items, *args, _f=cpu_pass.classify_items, **kw):  # tensors in pieces, one call for all
-        for at in set(tab[items[:, 0], cpu_pass.T_X].tolist()):
-            visits[at] = visits.get(at, 0) + 1
-        return _f(tab, items, *args, **kw)
-    monkeypatch.setattr(cpu_pass, "classify_items", pieces)
+    for name in ("hist_items", "classify_items"):  # tensors in pieces, one call for all: a visit each
+        def pieces(tab, items, *args, _f=getattr(cpu_pass, name), **kw):
+            for at in set(tab[items[:, 0], cpu_pass.T_X].tolist()):
+                visits[at] = visits.get(at, 0) + 1
+            return _f(tab, items, *args, **kw)
+        monkeypatch.setattr(cpu_pass, name, pieces)
     return visits
 
 

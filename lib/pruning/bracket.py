@@ -86,7 +86,7 @@ def _sample(source, seed, ledger, sample_keys):
     compiled = FUSED and source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_inputs")
     exact = source.dead_key is None
     # the tensors of the compiled pass's table in one call (cpu_pass.gather_table)
-    table = source.cpu_table(exact, large=True) if compiled and hasattr(source, "cpu_table") else None
+    table = source.cpu_table(exact) if compiled and hasattr(source, "cpu_table") else None
     in_table = set()
     if table is not None:
         idx, tab = table
@@ -248,7 +248,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, 
         nbytes += -(-n // 64) * 8
     # every tensor the loops can read in one call through a table, in pieces the threads
     # take in turn (cpu_pass.classify_items); the others one call per range
-    table = source.cpu_table(exact, large=True) if hasattr(source, "cpu_table") else None
+    table = source.cpu_table(exact) if hasattr(source, "cpu_table") else None
     in_table = () if table is None else set(table[0])
     rest = [n for i, n in enumerate(source.sizes) if i not in in_table]
     span = min(RANGE, max(rest)) if rest else 0

@@ -567,13 +567,37 @@ def _tie_pass(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk,
     stats[0] = per.sum()
 
 
+@njit(parallel=True, boundscheck=False, cache=True, nogil=True)
+def _tie_items(tab, items, taken, tau, eps, vmax, goffs, new_bits, scratch, out):
+    # _tie_pass over a table's tensors in one call: items[k] = (entry, a, b, quota, ties), a
+    # chunk [a, b) of the entry whose first weight is global position goffs[entry] and whose
+    # bits start at byte tab[entry, T_BITS]; out[k] = bits it set. The threads take chunks in
+    # turn, each with its own scratch row.
+    threads = scratch.shape[0]
+    for t in prange(threads):
+        kt = np.empty(TILE, np.float32)
+        live = np.ones(TILE, np.uint8)
+        nw = np.zeros(TILE, np.uint8)
+        while True:
+            k = _take(taken)
+            if k >= items.shape[0]:
+                break
+            e = items[k, 0]
+            kind, x, mm, v, dm, dead, n = _entry(tab, e)
+            out[k] = _tie_chunk(kind, x, mm, v, dm, dead, tau, eps, vmax, goffs[e], items[k, 1], items[k, 2],
+                                items[k, 3], items[k, 4], new_bits[tab[e, T_BITS]:], scratch[t], kt, live, nw)
+
+
 # -- many small tensors in one call: a table of their addresses (cpu_pass.table_of) ----------
 # A compiled call costs about 10 us (its threads start and meet) whatever its size, which a
 # model of thousands of small tensors paid per tensor and pass; here one call takes them all,
 # each thread a share of the entries.
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
-def _hist_table(tab, eps, vmax, start, shift, width, hist, local, nan, span_out, below_out, tile_slot, tiles):
+def _hist_items(tab, items, taken, eps, vmax, start, shift, width, hist, local, nan, span_out, below_out, tile_slot,
+                tiles):
+    # items[k] = (entry, a, b): positions [a, b) of the table's entry (a: a multiple of TILE),
+    # counted into the thread's own table; the threads take items in turn (_classify_items)
     threads = local.shape[0]
     accs = _new_accs(threads)
     for t in prange(threads):
@@ -581,10 +605,14 @@ def _hist_table(tab, eps, vmax, start, shift, width, hist, local, nan, span_out,
         slot = np.empty(TILE, np.int32)
         live = np.ones(TILE, np.uint8)
         mine = local[t].reshape(-1)
-        for e in range(t, tab.shape[0], threads):
+        while True:
+            k = _take(taken)
+            if k >= items.shape[0]:
+                break
+            e = items[k, 0]
             kind, x, mm, v, dm, dead, n = _entry(tab, e)
-            _hist_range(kind, x, mm, v, dm, dead, eps, vmax, 0, n, shift, start, width, mine, local.shape[2],
-                        tile_slot, tiles, tab[e, T_TILE], kt, slot, live, accs[t])
+            _hist_range(kind, x, mm, v, dm, dead, eps, vmax, items[k, 1], items[k, 2], shift, start, width, mine,
+                        local.shape[2], tile_slot, tiles, tab[e, T_TILE], kt, slot, live, accs[t])
     _hist_finish(accs, shift, start, width, hist, nan, span_out, below_out)
 
 

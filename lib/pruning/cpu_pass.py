@@ -94,7 +94,8 @@ def warm():
         "_tie_pass": lambda: tie_pass(BITTER7, f, f, DEAD_STATE, u8, 0.5, 1e-8, 2.0 ** 127, 0, 64,
                                       np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(8, np.uint8),
                                       np.zeros((1, 72), np.int64)),
-        "_hist_table": lambda: hist_table(tab, 1e-8, 2.0 ** 127, 0, 21, 11, np.zeros(2048, np.int64),
+        "_hist_items": lambda: hist_items(tab, np.array([[0, 0, 64]], np.int64), 1e-8, 2.0 ** 127, 0, 21, 11,
+                                          np.zeros(2048, np.int64),
                                           np.zeros(1, np.int64), new_span(), np.zeros(2, np.int64), count_tables(11),
                                           np.zeros(1, np.int32)),
         "_classify_items": lambda: classify_items(tab, np.array([[0, 0, 64, 0, 64]], np.int64), False, 0.5, 1.5,
@@ -113,6 +114,8 @@ def warm():
                                                        np.ones(1, np.int64), np.zeros(1, np.int64),
                                                        np.zeros(1, np.int64), np.zeros(1, np.int64),
                                                        np.zeros(1, np.int64), np.zeros(1, np.int64)),
+        "_tie_items": lambda: tie_items(tab, np.array([[0, 0, 64, 0, 0]], np.int64), 0.5, 1e-8, 2.0 ** 127,
+                                        np.zeros(1, np.int64), np.zeros(8, np.uint8), np.zeros((1, 72), np.int64)),
         "_set_bits": lambda: set_bits(u8, 0, np.zeros(1, np.int64)),
     }
     for name, call in calls.items():
@@ -244,6 +247,17 @@ def tie_pass(kind, x, v, dead_mode, dead_bits, tau, eps, vmax, goff, chunk, quot
     return int(stats[0])
 
 
+def tie_items(tab, items, tau, eps, vmax, goffs, new_bits, scratch):
+    """tie_pass over a table's tensors (exact keys) in one call: items (int64 (k, 5)) are
+    (entry, a, b, quota, ties) per chunk [a, b) of an entry, goffs[e] the global position of
+    entry e's first weight, its bits from byte tab[e, T_BITS] of new_bits; the threads take
+    chunks in turn, scratch: int64 (threads, chunk + 8). Returns the bits set per item."""
+    out = np.zeros(items.shape[0], np.int64)
+    kernels()._tie_items(tab, items, np.zeros(1, np.int64), np.float32(tau), np.float32(eps), np.float32(vmax), goffs,
+                         new_bits, scratch, out)
+    return out
+
+
 def count_tables(width: int):
     """Zeroed per-thread count tables for digit_hist (through torch, so its profiler sees
     what the update's ledger counts)."""
@@ -274,7 +288,7 @@ def from_ordered(u: int) -> float:
 
 
 def table_of(rows, tile_at=None):
-    """The int64 table of tensors for hist_table and the *_items loops: `rows` are (kind,
+    """The int64 table of tensors for the *_items loops: `rows` are (kind,
     address of x, of m, of v (0: none), dead mode, address of the dead bits (0: none),
     size) of float32 tensors in memory order; a tensor's bits start at byte T_BITS (set by
     the caller), its tile counts at tile_at[k] of a pass's flat tile array."""
@@ -286,12 +300,14 @@ def table_of(rows, tile_at=None):
     return tab
 
 
-def hist_table(tab, eps, vmax, start, shift, width, hist, nan, span, below, tables, tiles=None, tile_slot=-1):
-    """window_hist over every tensor of a table in one call; `tiles`: the pass's flat tile
-    counts (each entry's from tab[:, T_TILE])."""
-    kernels()._hist_table(tab, np.float32(eps), np.float32(vmax), int(start), int(shift), int(width), hist, tables,
-                          nan, span, below, -2 if tiles is None else int(tile_slot),
-                          _NO_TILES if tiles is None else tiles)
+def hist_items(tab, items, eps, vmax, start, shift, width, hist, nan, span, below, tables, tiles=None,
+               tile_slot=-1):
+    """window_hist over pieces of a table's tensors in one call (items: int64 (k, 3) of
+    (entry, a, b), a a multiple of TILE, as items_of makes them), the threads taking pieces
+    in turn; `tiles`: the pass's flat tile counts (each entry's from tab[:, T_TILE])."""
+    kernels()._hist_items(tab, items, np.zeros(1, np.int64), np.float32(eps), np.float32(vmax), int(start),
+                          int(shift), int(width), hist, tables, nan, span, below,
+                          -2 if tiles is None else int(tile_slot), _NO_TILES if tiles is None else tiles)
 
 
 ITEM = 1 << 17  # positions per work item of the *_items loops: hundreds per update, taken in turn

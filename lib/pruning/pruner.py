@@ -34,7 +34,6 @@ MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 22  # float flag sums stay exact below 2**2
 # bit-mask flags, and what a variant allocates itself (its registry entry's work_bytes)
 SCORE_BYTES, CONVERT_BYTES, BITS_BYTES = 8, 12, 3
 LAYER_SAMPLE_KEYS = 1 << 15  # the least a layer pruned on its own samples (scope = layer)
-TABLE_FROM = 8  # small tensors from which the compiled loops read them through one table
 TABLE_ROOM = 1 << 16  # weights in a table of a model below 1M weights (from 1M up: a chunk's worth)
 
 
@@ -168,22 +167,14 @@ class _Keys:
         w, m, v = (None if t is None else flat(t).numpy() for t in (w, m, v))
         return kind, w, m, v, dead_mode, dead
 
-    def cpu_table(self, exact, large=False):
-        """(indices, table): the tensors of at most cpu_pass.TABLE_MAX weights that the
-        compiled loops read together through one table of addresses (cpu_pass.table_of),
-        or None when fewer than TABLE_FROM are; the others go one call each. With `large`,
-        the larger tensors too (the bracketed pass reads them in pieces: classify_items),
-        and a table of one is enough. Built once per update (both from one list)."""
-        if ("rows", exact) not in self._cpu:
-            self._cpu[("rows", exact)] = self._table_rows(exact)
-        idx, rows = self._cpu[("rows", exact)]
-        key = ("table", exact, large)
+    def cpu_table(self, exact):
+        """(indices, table): the tensors that the compiled loops read together through one
+        table of addresses (cpu_pass.table_of), in pieces (cpu_pass.items_of), or None when
+        there are none; the others go one call each. Once per update."""
+        key = ("table", exact)
         if key not in self._cpu:
-            if not large:
-                keep = [e for e, i in enumerate(idx) if self.sizes[i] <= cpu_pass.TABLE_MAX]
-                idx, rows = [idx[e] for e in keep], [rows[e] for e in keep]
-            enough = len(idx) >= (1 if large else TABLE_FROM)
-            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if enough else None
+            idx, rows = self._table_rows(exact)
+            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if idx else None
         return self._cpu[key]
 
     def _table_rows(self, exact):

@@ -52,12 +52,13 @@ def _count(source, start, shift, width, hist, nan, span, below, sel, tiles=None,
     args = (scores.EPS, score_registry.VMAX, start, shift, width, hist, nan, span, below, tables)
     table = source.cpu_table(True) if hasattr(source, "cpu_table") else None
     in_table = ()
-    if table is not None:  # the small tensors in one call
+    if table is not None:  # every tensor it can read in one call, in pieces the threads take in turn
         idx, tab = table
         in_table = set(idx)
         if tiles is not None:
             tab[:, cpu_pass.T_TILE] = tiles.at[idx]
-        cpu_pass.hist_table(tab, *args, tiles=None if tiles is None else tiles.flat, tile_slot=tile_slot)
+        cpu_pass.hist_items(tab, cpu_pass.items_of(tab[:, cpu_pass.T_N].tolist()), *args,
+                            tiles=None if tiles is None else tiles.flat, tile_slot=tile_slot)
         sel.chunk_visits += sum(-(-source.sizes[i] // source.chunk) for i in idx)
     for i, n in enumerate(source.sizes):
         if i in in_table:
@@ -218,6 +219,21 @@ def _ties(source, tau, ties, drops, tiles, dead, sel, ledger, finish, goal):
     try:
         scratch = torch.empty((threads, chunk + 8), dtype=torch.int64).numpy()
         sel.tau, sel.ties, sel.tie_drops = tau, ties, drops
+        table = source.cpu_table(True) if hasattr(source, "cpu_table") else None
+        if table is not None and len(table[0]) == len(source.sizes):  # one call, chunks taken in turn
+            idx, tab = table
+            byte_at = np.concatenate([[0], np.cumsum([-(-n // 64) * 8 for n in source.sizes])[:-1]])
+            tab[:, cpu_pass.T_BITS] = byte_at[idx]
+            items = cpu_pass.items_of(source.sizes, chunk)
+            items = np.column_stack([items, quota, flat])
+            bits = torch.zeros(work - threads * (chunk + 8) * 8, dtype=torch.uint8).numpy()
+            done = cpu_pass.tie_items(tab, items, tau, scores.EPS, score_registry.VMAX,
+                                      np.asarray(source.offsets, np.int64), bits, scratch)
+            new = np.bincount(items[:, 0], weights=done, minlength=len(idx)).astype(np.int64).tolist()
+            sel.chunk_visits += items.shape[0]
+            sel.passes += 1
+            source.prune_table(idx, tab, bits, new, threads)
+            return finish(sel, {(i, 0): dead[i] + new[e] for e, i in enumerate(idx)}, dead, goal)
         at = 0
         new = []
         bits = []
