@@ -505,3 +505,12 @@ def test_the_sample_read_through_the_table_equals_torchs_keys(opt_name, method, 
         samples.append(keys)
     assert torch.equal(samples[0], samples[1]) and samples[0].numel() == 1 << 12
     assert calls and calls[0] > 0 and bool((samples[0] == 0).any())  # pruned weights among them
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (1000, 999), (50_000, 123), (50_000, 49_000), (7, 7), (5, 0)])
+def test_select_smallest_puts_the_k_smallest_first(n, k):
+    g = np.random.default_rng(n + k)
+    a = g.choice(1 << 62, size=n, replace=False).astype(np.int64)
+    b = a.copy()
+    cpu_pass.kernels()._select_smallest(b, k)
+    assert sorted(b[:k].tolist()) == np.sort(a)[:k].tolist() and sorted(b.tolist()) == np.sort(a).tolist()

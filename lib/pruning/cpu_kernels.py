@@ -452,7 +452,42 @@ def _hash31(pos):
 
 @njit(boundscheck=False)
 def _select_smallest(a, k):
-    """Reorder a (distinct int64) so that its k smallest come first (quickselect)."""
+    """Reorder a (distinct int64) so that its k smallest come first: 1,024 bins over the
+    values' range are counted, the values of the bins below the one that holds the k-th
+    move to the front, and only that bin's values are partitioned (_quickselect). Hashes
+    are spread evenly, so that bin holds about a thousandth of them."""
+    n = a.size
+    if k <= 0 or k >= n:
+        return
+    lo = a.min()
+    span = a.max() - lo
+    shift = 0
+    while (span >> shift) >= 1024:
+        shift += 1
+    count = np.zeros(1025, np.int64)
+    for i in range(n):
+        count[(a[i] - lo) >> shift] += 1
+    b = 0
+    seen = 0
+    while seen + count[b] < k:
+        seen += count[b]
+        b += 1
+    j = 0
+    for i in range(n):  # the bins below b to the front
+        if ((a[i] - lo) >> shift) < b:
+            a[i], a[j] = a[j], a[i]
+            j += 1
+    t = j
+    for i in range(j, n):  # then bin b
+        if ((a[i] - lo) >> shift) == b:
+            a[i], a[t] = a[t], a[i]
+            t += 1
+    _quickselect(a[j:t], k - j)
+
+
+@njit(boundscheck=False)
+def _quickselect(a, k):
+    """Reorder a (distinct int64) so that its k smallest come first."""
     lo = 0
     hi = a.size - 1
     while lo < hi:
@@ -478,59 +513,68 @@ def _select_smallest(a, k):
             break
 
 
-@njit(boundscheck=False, nogil=True)
+@njit(inline="always")
+def _tie_scan(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, bound, below, new_bits, mine, kt,
+              live, nw):
+    """One read of the chunk [a, b) for _tie_chunk: with `below`, the bits of its live keys
+    below tau into new_bits; with q, the sort keys (hash above position) of its keys equal
+    to tau whose hash lies below `bound` into mine. Returns (keys kept, bits set)."""
+    nw64 = nw.view(np.uint64)
+    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
+    k = 0
+    new = 0
+    for t0 in range(a, b, TILE):
+        m = min(TILE, b - t0)
+        words = (m + 7) // 8
+        _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
+        if below:
+            for i in range(m):
+                nw[i] = np.uint8(kt[i] < tau) & live[i]
+            for i in range(m, words * 8):
+                nw[i] = 0
+            cn = np.uint64(0)
+            q0 = t0 >> 3
+            for w8 in range(words):
+                cn += (nw64[w8] * sum8) >> top
+                new_bits[q0 + w8] |= np.uint8((nw64[w8] * gather) >> top)
+            new += np.int64(cn)
+        if q:
+            g0 = goff + t0
+            found = 0
+            for i in range(m):  # one vectorised loop: the candidates' flags
+                f = np.uint8(kt[i] == tau) & np.uint8(_hash31(g0 + i) < bound)
+                nw[i] = f
+                found += f
+            if found:  # collect them a word of 8 flags at a time, skipping empty words
+                for i in range(m, words * 8):
+                    nw[i] = 0
+                for w8 in range(words):
+                    if nw64[w8]:
+                        for r in range(8):
+                            i = 8 * w8 + r
+                            if nw[i]:
+                                mine[k] = (_hash31(g0 + i) << np.int64(31)) | (g0 + i)
+                                k += 1
+    return k, new
+
+
+@njit(inline="always")
 def _tie_chunk(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, ties, new_bits, mine, kt, live,
                nw):
     """_tie_pass on the chunk [a, b): returns the bits it set."""
-    nw64 = nw.view(np.uint64)
-    gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
     m31 = np.int64(0x7FFFFFFF)
-    new = 0
-    bound = np.int64(1) << np.int64(31)  # every hash is below it
+    every = np.int64(1) << np.int64(31)  # every hash is below it
+    bound = every
     if q:
         # q plus 6 standard deviations of a binomial count, as a share of 2**31
         share = min(1.0, (q + 6.0 * np.sqrt(q + 1.0) + 16.0) / max(ties, 1))
         if share < 1.0:
             bound = np.int64(share * 2147483648.0)
-    k = 0
-    for attempt in range(2):
-        k = 0
-        for t0 in range(a, b, TILE):
-            m = min(TILE, b - t0)
-            _tile_keys(kind, x, mm, v, dead_mode, dead_bits, True, eps, vmax, t0, m, kt, live)
-            if attempt == 0:
-                for i in range(m):
-                    nw[i] = np.uint8(kt[i] < tau) & live[i]
-                words = (m + 7) // 8
-                for i in range(m, words * 8):
-                    nw[i] = 0
-                cn = np.uint64(0)
-                q0 = t0 >> 3
-                for w8 in range(words):
-                    cn += (nw64[w8] * sum8) >> top
-                    new_bits[q0 + w8] |= np.uint8((nw64[w8] * gather) >> top)
-                new += np.int64(cn)
-            if q:
-                g0 = goff + t0
-                found = 0
-                for i in range(m):  # one vectorised loop: the candidates' flags
-                    f = np.uint8(kt[i] == tau) & np.uint8(_hash31(g0 + i) < bound)
-                    nw[i] = f
-                    found += f
-                if found:  # collect them a word of 8 flags at a time, skipping empty words
-                    words = (m + 7) // 8
-                    for i in range(m, words * 8):
-                        nw[i] = 0
-                    for w8 in range(words):
-                        if nw64[w8]:
-                            for r in range(8):
-                                i = 8 * w8 + r
-                                if nw[i]:
-                                    mine[k] = (_hash31(g0 + i) << np.int64(31)) | (g0 + i)
-                                    k += 1
-        if k >= q:
-            break
-        bound = np.int64(1) << np.int64(31)  # too few below the bound: all ties, read again
+    k, new = _tie_scan(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, bound, True, new_bits,
+                       mine, kt, live, nw)
+    if k < q:  # too few below the bound: all ties, read again
+        k, _ = _tie_scan(kind, x, mm, v, dead_mode, dead_bits, tau, eps, vmax, goff, a, b, q, every, False,
+                         new_bits, mine, kt, live, nw)
     if q:
         q = min(q, k)  # k >= q unless the keys changed since they were counted (the caller checks the total)
         sel = mine[:k]
