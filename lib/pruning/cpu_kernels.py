@@ -250,12 +250,6 @@ def _scatter(bits, words, dense, target, pattern, second, pattern2):
                             second[i] = pattern2
 
 
-@njit(boundscheck=False, cache=True, nogil=True)
-def _set_bits(bits, base, pos):
-    for p in pos:
-        bits[base + (p >> 3)] |= np.uint8(1 << (p & 7))
-
-
 @njit(inline="always")
 def _key_at(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, i):
     """Position i's key, one at a time (the sample, the counting passes); with `exact` a

@@ -116,7 +116,6 @@ def warm():
                                                        np.zeros(1, np.int64), np.zeros(1, np.int64)),
         "_tie_items": lambda: tie_items(tab, np.array([[0, 0, 64, 0, 0]], np.int64), 0.5, 1e-8, 2.0 ** 127,
                                         np.zeros(1, np.int64), np.zeros(8, np.uint8), np.zeros((1, 72), np.int64)),
-        "_set_bits": lambda: set_bits(u8, 0, np.zeros(1, np.int64)),
     }
     for name, call in calls.items():
         if _cached(getattr(kernels(), name)):
@@ -179,13 +178,6 @@ def scatter(bits, target, pattern: int, second=None, pattern2: int = 0, count=No
     dense = count is not None and count > DENSE_SHARE * target.size
     words = bits[:bits.size // 8 * 8].view(np.uint64)
     kernels()._scatter(bits, words, dense, target, target.dtype.type(pattern), second, second.dtype.type(pattern2))
-
-
-def set_bits(bits, base: int, pos):
-    """Set bit p of the packed bits from byte `base` on, for each position p of `pos`
-    (int64; numpy's bitwise_or.at took a quarter of a millisecond for a band's few
-    thousand)."""
-    kernels()._set_bits(bits, int(base), pos)
 
 
 def set_threads(n: int):
