@@ -514,3 +514,44 @@ def test_select_smallest_puts_the_k_smallest_first(n, k):
     b = a.copy()
     cpu_pass.kernels()._select_smallest(b, k)
     assert sorted(b[:k].tolist()) == np.sort(a)[:k].tolist() and sorted(b.tolist()) == np.sort(a).tolist()
+
+
+_WARM_CHECK = """
+import json, sys
+import numba, pytest
+sys.path[:0] = [sys.argv[1], "."]
+import test_pruning_compiled as T
+from lib.pruning import cpu_pass
+
+def loaded():
+    k = cpu_pass.kernels()
+    return {n: len(d.signatures) for n in dir(k) if isinstance(d := getattr(k, n), numba.core.registry.CPUDispatcher)}
+
+if sys.argv[2] == "check":
+    cpu_pass.warm()
+before = loaded()
+for kind, opt_name, method, kw in T.CASES + [("silent", "adamw", dict(method="state", variant="bitter0"),
+                                              dict(target=0.2, cap=256))]:
+    T._masks(kind, opt_name, method, True, pytest.MonkeyPatch(), **kw)
+after = loaded()
+print(json.dumps({n: after[n] - before.get(n, 0) for n in after if after[n] != before.get(n, 0)}))
+"""
+
+
+def test_warm_loads_every_compiled_loop_the_mask_updates_call(tmp_path):
+    """Loading a loop from numba's cache takes tens of milliseconds, the first call of each
+    version (argument types and layouts) in a process: warm() must load the very versions
+    the updates call, or the first update of a run pays for it (a strided column passed
+    where warm() passed a contiguous array once cost one update 50 ms)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = tmp_path / "warm_check.py"
+    script.write_text(_WARM_CHECK)
+    root, tests = Path(__file__).resolve().parents[1], str(Path(__file__).resolve().parent)
+    for mode in ("fill", "check"):  # the first run compiles what the cache lacks
+        out = subprocess.run([sys.executable, str(script), tests, mode], cwd=root, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {}

@@ -113,14 +113,14 @@ def _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt
 
 @njit(inline="always")
 def _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, a, b, offset, new_bits,
-                    bits_base, pos, keys, base, cap, kt, live, lt, nw, bd):
+                    bits_base, pos, keys, base, cap, kt, live, lt, nw, bd, bb):
     """Classify positions [a, b) of one array: the bits of its live keys below lo into
     new_bits from byte bits_base + a // 8 on, its band (at most `cap` entries, positions
     offset + i) into pos / keys from `base` on. Returns (below lo, band, -inf keys, new bits)."""
     gather, sum8, top = np.uint64(_GATHER), np.uint64(_SUM8), np.uint64(56)
     ninf = np.float32(-np.inf)
     one = np.uint8(1)
-    lt64, nw64, bd64 = lt.view(np.uint64), nw.view(np.uint64), bd.view(np.uint64)
+    lt64, nw64, bd64, bb64 = lt.view(np.uint64), nw.view(np.uint64), bd.view(np.uint64), bb.view(np.uint64)
     c_below = 0
     c_band = 0
     c_ninf = 0
@@ -154,15 +154,22 @@ def _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vm
             new_bits[q0 + q] = np.uint8((nw64[q] * gather) >> top)
         c_below += np.int64(cb)
         c_new += np.int64(cn)
+        # the band's flags as bits, then one step per set bit: testing each of the tile's
+        # 8-byte words for a band entry cost a branch per 8 positions, a fifth of the pass
         for q in range(words):
-            if bd64[q]:
-                for r in range(8):
-                    i = 8 * q + r
-                    if bd[i]:
-                        if c_band < cap:
-                            pos[base + c_band] = offset + t0 + i
-                            keys[base + c_band] = kt[i]
-                        c_band += 1
+            bb[q] = np.uint8((bd64[q] * gather) >> top)
+        w64 = (words + 7) // 8
+        for q in range(words, 8 * w64):
+            bb[q] = 0
+        for q in range(w64):
+            word = bb64[q]
+            while word:
+                i = 64 * q + _low_bit(word)
+                if c_band < cap:
+                    pos[base + c_band] = offset + t0 + i
+                    keys[base + c_band] = kt[i]
+                c_band += 1
+                word &= word - np.uint64(1)
     return c_below, c_band, c_ninf, c_new
 
 
@@ -179,8 +186,9 @@ def _classify(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, of
         lt = np.zeros(TILE, np.uint8)
         nw = np.zeros(TILE, np.uint8)
         bd = np.zeros(TILE, np.uint8)
+        bb = np.zeros(TILE // 8, np.uint8)
         c = _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, a, min(n, a + block),
-                            offset, new_bits, 0, pos, keys, k * cap, cap, kt, live, lt, nw, bd)
+                            offset, new_bits, 0, pos, keys, k * cap, cap, kt, live, lt, nw, bd, bb)
         per[k, 0] = c[0]
         per[k, 1] = c[1]
         per[k, 2] = c[2]
@@ -667,6 +675,7 @@ def _classify_items(tab, items, exact, lo, hi, eps, vmax, new_bits, pos, keys, o
         lt = np.zeros(TILE, np.uint8)
         nw = np.zeros(TILE, np.uint8)
         bd = np.zeros(TILE, np.uint8)
+        bb = np.zeros(TILE // 8, np.uint8)
         while True:
             k = _take(taken)
             if k >= items.shape[0]:
@@ -674,7 +683,8 @@ def _classify_items(tab, items, exact, lo, hi, eps, vmax, new_bits, pos, keys, o
             e = items[k, 0]
             kind, x, mm, v, dm, dead, n = _entry(tab, e)
             c = _classify_range(kind, x, mm, v, dm, dead, exact, lo, hi, eps, vmax, items[k, 1], items[k, 2], 0,
-                                new_bits, tab[e, T_BITS], pos, keys, items[k, 3], items[k, 4], kt, live, lt, nw, bd)
+                                new_bits, tab[e, T_BITS], pos, keys, items[k, 3], items[k, 4], kt, live, lt, nw, bd,
+                                bb)
             out[k, 0] = c[0]
             out[k, 1] = c[1]
             out[k, 2] = c[2]

@@ -327,7 +327,10 @@ def classify_items(tab, items, exact, lo, hi, eps, vmax, new_bits, pos, keys, th
 def move_band(pos, keys, src, counts, dst_pos, dst_keys, dst):
     """Copy counts[k] band entries from slot src[k] on to dst[k] on, k in order; in place
     (the same arrays) when every dst[k] <= src[k]."""
-    kernels()._move_band(pos, keys, src, counts, dst_pos, dst_keys, dst)
+    # contiguous copies (columns of the pieces' tables are strided): one compiled version,
+    # the one warm() loads, not a second one loaded from the cache by the first update
+    col = np.ascontiguousarray
+    kernels()._move_band(pos, keys, col(src, np.int64), col(counts, np.int64), dst_pos, dst_keys, col(dst, np.int64))
 
 
 def scatter_items(bits, rows, items, targets, patterns, masks, threads):
