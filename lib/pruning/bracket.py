@@ -44,7 +44,8 @@ def resolve_bytes(band, keys):
     from lib.pruning.select import resolve_bytes as of
     return of(band, keys)
 
-BLOCK = 16  # neighbours scored together: one 64-byte line of float32 weights per draw
+BLOCK = 32  # neighbours scored together: two 64-byte lines of float32 weights per draw (16 cost more
+# random reads, which wait on memory, for no narrower band: 5% of an update at 28M, measured)
 SAMPLE_KEYS = 1 << 18  # a wider band to classify (about 0.9% of the weights at the ramp's middle) for half the
 # random reads and ranking of 2**19 (measured: 2.93x against 3.09x a fused step at 28M)
 WINDOW_SAMPLE_KEYS = 1 << 14  # for a window of the compiled radix selection (bracketed)
