@@ -555,3 +555,18 @@ def test_warm_loads_every_compiled_loop_the_mask_updates_call(tmp_path):
                              timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_at_counts_and_keeps_what_numpy_compares_give(seed):
+    g = np.random.default_rng(seed)
+    flat = np.round(g.standard_normal(50_000) * 8).astype(np.float32) / 8  # many ties
+    flat[g.random(flat.size) < 0.01] = np.nan
+    flat[g.random(flat.size) < 0.01] = np.inf
+    flat[g.random(flat.size) < 0.01] = -np.inf
+    for v_lo, v_hi in ((-0.5, 0.25), (-np.inf, 0.0), (0.0, np.inf), (1.0, 1.0)):
+        c_lt, c_le, sub = bracket._split_at(flat, v_lo, v_hi)
+        assert c_lt == np.count_nonzero(flat < np.float32(v_lo))
+        assert c_le == np.count_nonzero(flat <= np.float32(v_lo))
+        want = flat[(flat > np.float32(v_lo)) & (flat < np.float32(v_hi))]
+        assert np.array_equal(sub.view(np.uint32), want.view(np.uint32))

@@ -735,6 +735,26 @@ def _scatter_items(words, rows, items, targets, patterns, masks, taken, threads)
                         word &= word - np.uint64(1)
 
 
+# -- the sample's ranks (bracket._rank_values) ---------------------------------------------------
+
+@njit(boundscheck=False, cache=True, nogil=True)
+def _split_at(flat, v_lo, v_hi, sub, out):
+    # out = [keys < v_lo, keys <= v_lo, keys in (v_lo, v_hi)], those copied into sub in order
+    # (a NaN is in none of them, as numpy's compares leave it)
+    lt = 0
+    le = 0
+    k = 0
+    for i in range(flat.size):
+        x = flat[i]
+        lt += x < v_lo
+        le += x <= v_lo
+        sub[k] = x
+        k += (x > v_lo) & (x < v_hi)
+    out[0] = lt
+    out[1] = le
+    out[2] = k
+
+
 # -- resolving a collected band (resolve_cpu.py) ----------------------------------------------
 
 @njit(boundscheck=False, cache=True, nogil=True)
@@ -838,11 +858,11 @@ def _band_commit(bits, pos, keys, tau, starts, ends, bases, goffs, quotas, out, 
     for e in range(starts.size):
         a, b, base, g0 = starts[e], ends[e], bases[e], goffs[e]
         c = 0
-        for t in range(a, b):
-            if keys[t] < tau:
-                p = pos[t]
-                bits[base + (p >> 3)] |= np.uint8(1 << (p & 7))
-                c += 1
+        for t in range(a, b):  # no branch: about half the band is below tau, in no order
+            p = pos[t]
+            below = keys[t] < tau
+            bits[base + (p >> 3)] |= np.uint8(below) << np.uint8(p & 7)
+            c += below
         q = quotas[e]
         if q:
             k = 0

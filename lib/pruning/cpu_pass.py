@@ -106,6 +106,8 @@ def warm():
         "_scatter_items": lambda: scatter_items(u8, np.array([[0, 64]], np.int64), np.array([[0, 0, 64]], np.int64),
                                                 np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32),
                                                 np.zeros(1, np.int64), 1),
+        "_split_at": lambda: kernels()._split_at(f, np.float32(0.5), np.float32(1.5), np.empty(64, np.float32),
+                                                 np.zeros(3, np.int64)),
         "_kth_key": lambda: kernels()._kth_key(f[:8].copy(), 1, np.zeros(4, np.int64)),
         "_gather_ranges": lambda: kernels()._gather_ranges(f, np.zeros(1, np.int64), np.ones(1, np.int64), f[:1].copy()),
         "_band_ties": lambda: kernels()._band_ties(f, np.float32(1), np.zeros(1, np.int64), np.ones(1, np.int64),
