@@ -112,6 +112,48 @@ def _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt
             kt[i] = kt[i] if live[i] else ninf
 
 @njit(inline="always")
+def _flag(i, kk, vi, lo, hi, kt, lt, nw, bd):
+    """Position i's key kk and flags (_tile_flags), alive where its second moment vi is finite."""
+    kt[i] = kk
+    below = np.uint8(kk < lo)
+    lt[i] = below
+    nw[i] = below & np.uint8(vi != np.float32(np.inf))
+    bd[i] = (below | np.uint8(kk >= hi)) ^ np.uint8(1)
+
+
+@njit(inline="always")
+def _tile_flags(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, lo, hi, t0, m, kt, live, lt, nw, bd):
+    """The keys of positions [t0, t0 + m) into kt and their flags: below lo (lt), below lo
+    and alive (nw), in the band (bd: lo <= key < hi, or NaN, which no compare holds for).
+    Where the second moment shows the pruned positions and their keys stay as they are (not
+    exact), one loop scores and flags; it read the tile once less than _tile_keys and a
+    flag loop after it (6% of a pass)."""
+    if dead_mode == 1 and not exact and kind >= 1:
+        # one loop per kind: a branch on the kind inside the loop kept it from vectorising
+        xs = x[t0:t0 + m]
+        vs = v[t0:t0 + m]
+        if kind == 2:
+            for i in range(m):
+                _flag(i, _bitter7(xs[i], vs[i], eps, vmax), vs[i], lo, hi, kt, lt, nw, bd)
+        elif kind == 3:
+            ms = mm[t0:t0 + m]
+            for i in range(m):
+                _flag(i, _bitter0(xs[i], ms[i], vs[i], eps, vmax), vs[i], lo, hi, kt, lt, nw, bd)
+        else:
+            for i in range(m):
+                _flag(i, abs(xs[i]), vs[i], lo, hi, kt, lt, nw, bd)
+        return
+    one = np.uint8(1)
+    _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
+    for i in range(m):
+        kk = kt[i]
+        below = np.uint8(kk < lo)
+        lt[i] = below
+        nw[i] = below & live[i]
+        bd[i] = (below | np.uint8(kk >= hi)) ^ one
+
+
+@njit(inline="always")
 def _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vmax, a, b, offset, new_bits,
                     bits_base, pos, keys, base, cap, kt, live, lt, nw, bd, bb):
     """Classify positions [a, b) of one array: the bits of its live keys below lo into
@@ -127,14 +169,7 @@ def _classify_range(kind, x, mm, v, dead_mode, dead_bits, exact, lo, hi, eps, vm
     c_new = 0
     for t0 in range(a, b, TILE):
         m = min(TILE, b - t0)
-        _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
-        for i in range(m):
-            kk = kt[i]
-            below = np.uint8(kk < lo)
-            outside = below | np.uint8(kk >= hi)
-            lt[i] = below
-            nw[i] = below & live[i]
-            bd[i] = outside ^ one  # lo <= key < hi, and NaN (no compare holds for it)
+        _tile_flags(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, lo, hi, t0, m, kt, live, lt, nw, bd)
         if exact:
             ni = 0
             for i in range(m):
