@@ -187,25 +187,58 @@ def test_zero_scores_still_ranked_exactly():
     assert opt.sparsity() == 0.25
 
 
-def test_transient_figure_bounds_the_measured_peak():
+@pytest.mark.parametrize("width,layers,route", [(256, 8, "radix"), (1024, 8, "bracketed")])
+def test_transient_figure_bounds_the_measured_peak(width, layers, route):
     """The optimizer's transient_peak is an account of its temporaries; torch's profiler
-    measures the real allocations of one mask update, which must not exceed it."""
+    measures the real allocations of one mask update, which must not exceed it (an array
+    the ledger had freed but a variable still held once did: the sample's keys through the
+    bracketed pass, a histogram through the radix route's collecting pass)."""
     from torch.profiler import ProfilerActivity, profile
     torch.manual_seed(0)
-    model = nn.Sequential(*[nn.Linear(256, 256, bias=False) for _ in range(8)])
+    model = nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(layers)])
     opt = create("adamwprune", model, lr=1e-3, weight_decay=0.0, target_sparsity=0.9, warmup_end=0,
                  ramp_end=100, frequency=10)
-    opt.pruner.chunk = 1 << 12  # small model: exercise several chunks
+    if route == "radix":
+        opt.pruner.chunk = 1 << 12  # small model: exercise several chunks
+    g = torch.Generator().manual_seed(1)
     for _ in range(3):
-        model(torch.randn(4, 256)).sum().backward()
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g) * 1e-3
         opt.step()
-        opt.zero_grad()
     with torch.no_grad():
         opt.pruner.update(10)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             opt.pruner.update(20)
+    assert [s.bracketed for s in opt.pruner.selections] == [route == "bracketed"]
     now = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):
         now += e.self_cpu_memory_usage
         peak = max(peak, now)
     assert 0 < peak <= opt.memory_bytes()["transient_peak"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_only_a_pass_that_cannot_read_every_tensor_in_place_makes_the_chunk_buffers(dtype, monkeypatch):
+    """The compiled loops read float32 tensors in place: their update makes no chunk buffers,
+    and the bracket's band may use those bytes (band_cap_in_place); bf16 weights are scored
+    chunk by chunk through them."""
+    from lib.pruning import cpu_pass, pruner as pruner_mod
+    if not cpu_pass.available():
+        pytest.skip("numba is not installed")
+    made = []
+    make = pruner_mod._Buffers._make
+    monkeypatch.setattr(pruner_mod._Buffers, "_make", lambda self: made.append(1) or make(self))
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(1024, 1024, bias=False) for _ in range(8)]).to(dtype)
+    opt = create("adamwprune", model, lr=1e-3, weight_decay=0.0, target_sparsity=0.9, warmup_end=0,
+                 ramp_end=100, frequency=10)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for p in model.parameters():
+            p.grad = (torch.randn(p.shape, generator=g) * 1e-3).to(dtype)
+        opt.step()
+    with torch.no_grad():
+        opt.pruner.update(10)
+    assert opt.pruner.pruned_count() == round(sparsity_at(10, warmup_end=0, ramp_end=100, final=0.9) * 8 * 1024 ** 2)
+    assert bool(made) == (dtype != torch.float32)
+    assert opt.pruner.band_cap_in_place > opt.pruner.band_cap

@@ -230,8 +230,10 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
             ledger.free(keys.numel() * 5)
             lo = min(hi, low / 2 if low > 0 else 2 * low)
     finally:
+        n_keys = keys.numel()
         del keys
-        ledger.free(held + got[0].numel())
+        got = None  # it holds the keys too: they must go before the pass, as the ledger says
+        ledger.free(held + n_keys)
     # keys below lo are all pruned, so lo must lie above the dead keys (and the live keys
     # equal to them): at least the next float32 above the floor
     lo_live = max(lo, float(np.nextafter(np.float32(floor), np.float32(1.0))))
@@ -242,6 +244,15 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
     if FUSED and source.device.type == "cpu" and cpu_pass.available():
         return _compiled_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, finish, band_frac)
     return _one_pass(source, dead, sel, goal, lo_live, hi, cap, exact, ledger, resolve, finish)
+
+
+def reads_in_place(source) -> bool:
+    """Whether the sample and the pass read every tensor of `source` in place, through the
+    compiled loops' table: they then need none of the source's chunk buffers."""
+    if not (FUSED and source.device.type == "cpu" and cpu_pass.available() and hasattr(source, "cpu_table")):
+        return False
+    table = source.cpu_table(source.dead_key is None)
+    return table is not None and len(table[0]) == len(source.sizes)
 
 
 # the compiled pass on CPU (cpu_pass.py); tests switch it off to exercise the torch route

@@ -14,7 +14,7 @@ from lib.pruning import cpu_pass, resolve_cpu, score_registry, scores
 from lib.pruning.apportion import apportion, depth_fractions
 from lib.pruning.masks import plain_float32, flat, groups_of, representation
 from lib.pruning.schedule import check_schedule, is_update_step, sparsity_at
-from lib.pruning.bracket import BLOCK, ITEM_SLACK, RANGE, SAMPLE_KEYS, SCRATCH_BYTES, mix_seed
+from lib.pruning.bracket import BLOCK, ITEM_SLACK, RANGE, SAMPLE_KEYS, SCRATCH_BYTES, mix_seed, reads_in_place
 from lib.pruning.select import (BAND_BYTES, COLLECT_BYTES, RESOLVE_BYTES, SELECT_WORK_BYTES, Ledger, digits_for,
                                  hist_bytes, prune_lowest)
 
@@ -38,18 +38,44 @@ TABLE_ROOM = 1 << 16  # weights in a table of a model below 1M weights (from 1M 
 
 
 class _Buffers:
-    """The float32 chunk buffers every source of one update shares, held in the ledger."""
+    """The float32 chunk buffers every source of one update shares, made and held in the
+    ledger when first asked for: the compiled loops read a table's tensors in place and
+    never ask (so a model they read whole leaves the buffers' bytes to the bracket's band)."""
 
     def __init__(self, pruner, ledger):
-        self.ledger, self.bytes = ledger, pruner.chunk * pruner.source_bytes
-        ledger.hold(self.bytes)
-        n, dev = pruner.chunk, pruner.params[0].device
-        self.out, self.tmp = torch.empty(n, device=dev), torch.empty(n, device=dev)
-        self.conv = [torch.empty(n, device=dev) for _ in range(3)] if pruner.converts else None
+        self.ledger, self.bytes, self.made = ledger, pruner.chunk * pruner.source_bytes, False
+        self._pr = pruner
+        self._out = self._tmp = self._conv = None
+
+    def _make(self):
+        if not self.made:
+            self.ledger.hold(self.bytes)
+            self.made = True
+            pr = self._pr
+            n, dev = pr.chunk, pr.params[0].device
+            self._out, self._tmp = torch.empty(n, device=dev), torch.empty(n, device=dev)
+            self._conv = [torch.empty(n, device=dev) for _ in range(3)] if pr.converts else None
+
+    @property
+    def out(self):
+        self._make()
+        return self._out
+
+    @property
+    def tmp(self):
+        self._make()
+        return self._tmp
+
+    @property
+    def conv(self):
+        self._make()
+        return self._conv
 
     def release(self):
-        self.ledger.free(self.bytes)
-        self.out = self.tmp = self.conv = None
+        if self.made:
+            self.ledger.free(self.bytes)
+        self._out = self._tmp = self._conv = None
+        self.made = False
 
 
 class _Views(dict):
@@ -366,6 +392,11 @@ class Pruner:
             collect = BAND_BYTES + RESOLVE_BYTES
         self.band_cap = (band_cap if band_cap is not None else
                          max(0, int((room - bits - self.chunk * BRACKET_WORK_BYTES) / collect)))
+        # a pass that reads every tensor in place (bracket.reads_in_place) makes no chunk buffers:
+        # their bytes go to the band (at 85M weights the middle of the ramp's band needs them)
+        self.band_cap_in_place = self.band_cap
+        if band_cap is None and compiled:
+            self.band_cap_in_place = max(0, int((room + bufs - bits - self.chunk * BRACKET_WORK_BYTES) / collect))
         fit_sample = int(0.8 * room / SAMPLE_BYTES) // BLOCK * BLOCK
         self.sample = sample if sample is not None else min(SAMPLE_KEYS, max(0, fit_sample))
 
@@ -425,8 +456,9 @@ class Pruner:
         # its band is about as many keys as the whole model's, and the layers' samples add up
         sample = self.sample if len(js) == len(self.params) else \
             min(self.sample, max(LAYER_SAMPLE_KEYS, self.sample * sum(src.sizes) // self.total // BLOCK * BLOCK))
+        band_cap = self.band_cap_in_place if not bufs.made and reads_in_place(src) else self.band_cap
         sel = prune_lowest(src, count, cap=self.cap, digits=self.digits, ledger=ledger, sample=sample,
-                           band_cap=self.band_cap, seed=mix_seed(self.update_step, sum(self.dead) + count))
+                           band_cap=band_cap, seed=mix_seed(self.update_step, sum(self.dead) + count))
         for j, d in zip(src.js, sel.dead):
             self.dead[j] = d
         self.selections.append(sel)

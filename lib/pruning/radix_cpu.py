@@ -184,6 +184,7 @@ def compiled_radix(source, count, dead, sel, *, cap, digits, ledger, finish, com
         if in_range <= cap:
             ledger.free(held)
             held = 0
+            hist = nan = span = below = cum = tiles = None  # freed as the ledger says, before the pass
             return compiled_pass(source, dead, sel, goal, lo, hi, cap, True, ledger, finish,
                                  in_range / total, bracketed=False)
         # one value (all 32 bits fixed), too many ties to collect
