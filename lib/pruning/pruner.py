@@ -199,16 +199,21 @@ class _Keys:
         there are none; the others go one call each. Once per update."""
         key = ("table", exact)
         if key not in self._cpu:
-            idx, rows = self._table_rows(exact)
-            self._cpu[key] = (idx, cpu_pass.table_of(rows)) if idx else None
+            if "rows" not in self._cpu:  # both exact and not ask on some updates: checked once
+                self._cpu["rows"] = self._table_rows()
+            picked = [(i, row) for i, row, unmarked in self._cpu["rows"] if not (exact and unmarked and self.dead[i])]
+            self._cpu[key] = ([i for i, _ in picked], cpu_pass.table_of([r for _, r in picked])) if picked \
+                else None
         return self._cpu[key]
 
-    def _table_rows(self, exact):
-        """(indices, table rows) of every tensor a table may hold (cpu_table)."""
+    def _table_rows(self):
+        """(index, table row, whether its pruned positions are unmarked) of every tensor a
+        table may hold (cpu_table): an exact pass leaves out the unmarked ones with pruned
+        positions."""
         # a pass holds band slots for every weight of a small tensor: a chunk's worth of them
         # from 1M weights up keeps the update within its memory budget
         room = self.chunk if self.pr.total >= 1 << 20 else max(TABLE_ROOM, self.chunk)
-        idx, rows = [], []
+        rows = []
         for i, n in enumerate(self.sizes):
             small = n <= cpu_pass.TABLE_MAX
             if n == 0 or small and n > room:
@@ -222,18 +227,15 @@ class _Keys:
                     if t is not None):
                 continue
             dead_mode, dead_at = cols[0], cols[1]
-            if exact and dead_mode == cpu_pass.DEAD_NONE and self.dead[i]:
-                continue
             kind, w, m, v = stored
             if dead_mode == cpu_pass.DEAD_STATE and v is None:
                 v_at = dead_at  # |w| (no state read) still sees the pruned positions there
             else:
                 v_at = 0 if v is None else v.data_ptr()
-            idx.append(i)
             room -= n if small else 0
-            rows.append((kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
-                         dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n))
-        return idx, rows
+            rows.append((i, (kind, w.data_ptr(), 0 if m is None else m.data_ptr(), v_at, dead_mode,
+                             dead_at if dead_mode == cpu_pass.DEAD_BITS else 0, n), dead_mode == cpu_pass.DEAD_NONE))
+        return rows
 
     def prune_table(self, idx, tab, bits, new, threads):
         """Prune the table's tensors where their bits (from byte tab[:, T_BITS] of `bits`)
