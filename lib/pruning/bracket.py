@@ -187,8 +187,10 @@ def _bracket_of(keys, goal_frac, z, floor):
     (x,) = _rank_values(keys, [k], floor)
     # the rank's standard error from the spread of the blocks' shares below the cut's
     # value, never below that of independent draws
-    share = torch.count_nonzero(keys < x, dim=1).double()
-    var = float(share.var()) if blocks > 1 else 0.0
+    # numpy, on this thread: a torch op this size runs on torch's thread pool, and a pool
+    # thread that a busy neighbour holds stalled the update for a timeslice (25 ms)
+    share = np.count_nonzero(keys.cpu().numpy() < np.float32(x), axis=1).astype(np.float64)
+    var = float(share.var(ddof=1)) if blocks > 1 else 0.0
     se = math.sqrt(max(var * blocks, q * (1 - q) * m, 1.0))
     lo_rank, hi_rank = int(math.floor(k - z * se)) - 1, int(math.ceil(k + z * se)) + 1
     lo, hi = _rank_values(keys, [lo_rank, hi_rank], floor)
@@ -226,7 +228,8 @@ def bracketed(source, count, dead, sel, *, cap, seed, ledger, z=None, sample_key
             # that value (the keys below the window, live keys equal to the dead keys'
             # value among them, are counted exactly; if the cut is among them, it missed)
             ledger.hold(keys.numel() * 5)
-            low = float(torch.where(keys > floor, keys, math.inf).min())
+            flat = keys.cpu().numpy().reshape(-1)
+            low = float(np.min(flat, initial=np.inf, where=flat > floor))
             ledger.free(keys.numel() * 5)
             lo = min(hi, low / 2 if low > 0 else 2 * low)
     finally:
@@ -284,7 +287,7 @@ def _compiled_pass(source, dead, sel, goal, lo, hi, cap, exact, ledger, finish, 
         threads = torch.get_num_threads()
         cpu_pass.set_threads(threads)
         # torch's allocations, so its profiler sees what the ledger counts
-        bits = torch.zeros(nbytes, dtype=torch.uint8).numpy()
+        bits = cpu_pass.zeroed(nbytes, torch.uint8)
         pos_buf = torch.empty(slots, dtype=torch.int64).numpy()
         key_buf = torch.empty(slots, dtype=torch.float32).numpy()
         none_f, none_u8 = np.zeros(1, np.float32), np.zeros(1, np.uint8)

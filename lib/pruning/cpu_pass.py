@@ -133,6 +133,17 @@ def _cached(dispatcher) -> bool:
         return False
 
 
+def zeroed(n, dtype):
+    """A zeroed numpy array of n elements in torch's memory (so that torch's profiler sees
+    what the ledger counts), zeroed on this thread: torch.zeros of this size fills on
+    torch's thread pool, and a pool thread that a busy neighbour holds stalls the update
+    for a timeslice."""
+    import torch
+    out = torch.empty(n, dtype=dtype).numpy()
+    out.fill(0)
+    return out
+
+
 def gather(kind, x, v, dead_mode, dead_bits, exact, eps, vmax, rows, width, out, m=None):
     """The keys of the `width`-position rows `rows` of one tensor into `out` (numpy float32,
     rows * width), as classify computes them; pruned positions show -inf with `exact`, else

@@ -227,7 +227,7 @@ def _ties(source, tau, ties, drops, tiles, dead, sel, ledger, finish, goal):
             tab[:, cpu_pass.T_BITS] = byte_at[idx]
             items = cpu_pass.items_of(source.sizes, chunk)
             items = np.column_stack([items, quota, flat])
-            bits = torch.zeros(work - threads * (chunk + 8) * 8, dtype=torch.uint8).numpy()
+            bits = cpu_pass.zeroed(work - threads * (chunk + 8) * 8, torch.uint8)
             done = cpu_pass.tie_items(tab, items, tau, scores.EPS, score_registry.VMAX,
                                       np.asarray(source.offsets, np.int64), bits, scratch)
             new = np.bincount(items[:, 0], weights=done, minlength=len(idx)).astype(np.int64).tolist()
@@ -240,7 +240,7 @@ def _ties(source, tau, ties, drops, tiles, dead, sel, ledger, finish, goal):
         bits = []
         for i, n in enumerate(source.sizes):
             kind, x, v, dead_mode, dead_bits, m = _unpack(inputs[i])
-            b = torch.zeros(-(-n // 64) * 8, dtype=torch.uint8).numpy()
+            b = cpu_pass.zeroed(-(-n // 64) * 8, torch.uint8)
             q = quota[at:at + t_c[i].size]
             at += t_c[i].size
             new.append(cpu_pass.tie_pass(kind, x, v, dead_mode, dead_bits, tau, scores.EPS, score_registry.VMAX,
