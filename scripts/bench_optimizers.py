@@ -9,7 +9,9 @@ are medians of steps measured back to back with fused AdamW steps in the same pr
   step_ratio            a pruning-active step without a mask update
   update_step_ratio     a step that recomputes the masks: mean, median and worst over the
                         timed updates of --seeds models (the ramp's updates, --updates of them),
-                        and seed_median_max, the worst of the seeds' median updates
+                        and seed_median_max, the worst of the seeds' median updates;
+                        mask_update_median / _max: the mask update alone (the step less
+                        torch's own AdamW update), timed inside the same steps
   amortized_step_ratio  (frequency - 1) plain steps + 1 update step, per step
   adversarial_update_ratio  worst update step on inputs that defeat estimates (--adversarial):
                         16-level ties, 30% exact zeros, 3,000 tiny tensors, 3x3 convs,
@@ -161,7 +163,25 @@ def emit(**fields):
     print(json.dumps(fields), flush=True)
 
 
-def _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_plain):
+def _timed_update(opt, base_opt):
+    """(the update step's time, its mask update's own time), each over a fused AdamW step
+    timed just before."""
+    base = timed(base_opt.step)
+    inner, update = [], opt.pruner.update
+
+    def clocked(t):
+        t0 = CLOCK()
+        update(t)
+        inner.append(CLOCK() - t0)
+    opt.pruner.update = clocked
+    try:
+        whole = timed(opt.step)
+    finally:
+        del opt.pruner.update  # the method again
+    return whole / base, sum(inner) / base
+
+
+def _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_plain, mask_ratios=None):
     """Walk `opt` through the ramp, timing the picked updates (and plain steps after them)."""
     t0, t1, freq = args.warmup_end, args.ramp_end, args.frequency
     update_steps = [t for t in range(t0 + 1, t1 + 1) if is_update_step(t, warmup_end=t0, ramp_end=t1, frequency=freq)]
@@ -171,8 +191,10 @@ def _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_pl
     for t in update_steps:
         opt._knlp_t = t - 1  # fast-forward the one step counter to the next update
         if t in picks:
-            base = timed(base_opt.step)
-            update_ratios.append(timed(opt.step) / base)
+            whole, mask = _timed_update(opt, base_opt)
+            update_ratios.append(whole)
+            if mask_ratios is not None:
+                mask_ratios.append(mask)
         else:
             opt.pruner.update(t)  # reach the next sparsity without timing it
         goal = round(sparsity_at(t, warmup_end=t0, ramp_end=t1, final=args.sparsity) * n)
@@ -187,7 +209,7 @@ def _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_pl
 
 def bench_method(label, name, kw, args, base_opt):
     t0, t1, freq = args.warmup_end, args.ramp_end, args.frequency
-    ratios, update_ratios, errors, seed_medians = [], [], [], []
+    ratios, update_ratios, errors, seed_medians, mask_ratios = [], [], [], [], []
     for seed in range(args.seeds):
         model = build(args.blocks, seed)
         opt = create(name, model, lr=1e-4, weight_decay=0.1, target_sparsity=args.sparsity, warmup_end=t0,
@@ -197,7 +219,8 @@ def bench_method(label, name, kw, args, base_opt):
             set_grads(model, 100 * seed + s)
             opt.step()
         first = len(update_ratios)
-        update_steps = _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_plain=seed == 0)
+        update_steps = _ramp(opt, model, args, base_opt, update_ratios, ratios, errors, n, timed_plain=seed == 0,
+                             mask_ratios=mask_ratios)
         seed_medians.append(statistics.median(update_ratios[first:]))
         if seed < args.seeds - 1:
             del opt, model
@@ -218,7 +241,8 @@ def bench_method(label, name, kw, args, base_opt):
     emit(figure="update_step_ratio", method=label, value=round(upd, 3), target=4.0, weights=n, seeds=args.seeds,
          updates_timed=len(update_ratios), median=round(statistics.median(update_ratios), 3),
          min=round(min(update_ratios), 3), max=round(max(update_ratios), 3),
-         seed_median_max=round(max(seed_medians), 3),
+         seed_median_max=round(max(seed_medians), 3), mask_update_median=round(statistics.median(mask_ratios), 3),
+         mask_update_max=round(max(mask_ratios), 3),
          passes=max(s.passes for s in opt.pruner.selections), chunk=opt.pruner.chunk)
     emit(figure="amortized_step_ratio", method=label, value=round(((freq - 1) * step_ratio + upd) / freq, 3),
          target=1.06, frequency=freq, weights=n)
