@@ -15,7 +15,8 @@ are medians of steps measured back to back with fused AdamW steps in the same pr
   amortized_step_ratio  (frequency - 1) plain steps + 1 update step, per step
   adversarial_update_ratio  worst update step on inputs that defeat estimates (--adversarial):
                         16-level ties, 30% exact zeros, 3,000 tiny tensors, 3x3 convs,
-                        per-layer scope, bitter0 with zero gradients, movement
+                        per-layer scope, bitter0 with zero gradients, movement (and the
+                        mask update alone, as for update_step_ratio)
   ops_per_update        torch operator calls of one mask update (profiler)
   persistent_ratio      (optimizer state + pruning buffers) / prunable weight bytes
   transient_ratio       peak extra bytes of one mask update / weight bytes (the optimizer's
@@ -151,10 +152,11 @@ def bench_adversarial(args):
         for s in range(1, 4):
             grads(model, s)
             opt.step()
-        update_ratios, errors = [], []
-        _ramp(opt, model, args, base_opt, update_ratios, [], errors, n, timed_plain=False)
+        update_ratios, errors, mask_ratios = [], [], []
+        _ramp(opt, model, args, base_opt, update_ratios, [], errors, n, timed_plain=False, mask_ratios=mask_ratios)
         emit(figure="adversarial_update_ratio", input=label, value=round(max(update_ratios), 3), target=8.0,
-             median=round(statistics.median(update_ratios), 3), weights=n,
+             median=round(statistics.median(update_ratios), 3), mask_update_median=round(statistics.median(mask_ratios), 3),
+             mask_update_max=round(max(mask_ratios), 3), weights=n,
              passes=max(s.passes for s in opt.pruner.selections), max_error_of_N=max(errors))
         del opt, model, base_opt, base_model
 
