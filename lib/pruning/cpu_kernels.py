@@ -112,12 +112,12 @@ def _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt
             kt[i] = kt[i] if live[i] else ninf
 
 @njit(inline="always")
-def _flag(i, kk, vi, lo, hi, kt, lt, nw, bd):
-    """Position i's key kk and flags (_tile_flags), alive where its second moment vi is finite."""
+def _flag(i, kk, alive, lo, hi, kt, lt, nw, bd):
+    """Position i's key kk and its flags (_tile_flags); alive: 1 or 0."""
     kt[i] = kk
     below = np.uint8(kk < lo)
     lt[i] = below
-    nw[i] = below & np.uint8(vi != np.float32(np.inf))
+    nw[i] = below & alive
     bd[i] = (below | np.uint8(kk >= hi)) ^ np.uint8(1)
 
 
@@ -130,27 +130,23 @@ def _tile_flags(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, lo, hi, 
     flag loop after it (6% of a pass)."""
     if dead_mode == 1 and not exact and kind >= 1:
         # one loop per kind: a branch on the kind inside the loop kept it from vectorising
+        inf = np.float32(np.inf)
         xs = x[t0:t0 + m]
         vs = v[t0:t0 + m]
         if kind == 2:
             for i in range(m):
-                _flag(i, _bitter7(xs[i], vs[i], eps, vmax), vs[i], lo, hi, kt, lt, nw, bd)
+                _flag(i, _bitter7(xs[i], vs[i], eps, vmax), np.uint8(vs[i] != inf), lo, hi, kt, lt, nw, bd)
         elif kind == 3:
             ms = mm[t0:t0 + m]
             for i in range(m):
-                _flag(i, _bitter0(xs[i], ms[i], vs[i], eps, vmax), vs[i], lo, hi, kt, lt, nw, bd)
+                _flag(i, _bitter0(xs[i], ms[i], vs[i], eps, vmax), np.uint8(vs[i] != inf), lo, hi, kt, lt, nw, bd)
         else:
             for i in range(m):
-                _flag(i, abs(xs[i]), vs[i], lo, hi, kt, lt, nw, bd)
+                _flag(i, abs(xs[i]), np.uint8(vs[i] != inf), lo, hi, kt, lt, nw, bd)
         return
-    one = np.uint8(1)
     _tile_keys(kind, x, mm, v, dead_mode, dead_bits, exact, eps, vmax, t0, m, kt, live)
     for i in range(m):
-        kk = kt[i]
-        below = np.uint8(kk < lo)
-        lt[i] = below
-        nw[i] = below & live[i]
-        bd[i] = (below | np.uint8(kk >= hi)) ^ one
+        _flag(i, kt[i], live[i], lo, hi, kt, lt, nw, bd)
 
 
 @njit(inline="always")
@@ -487,6 +483,24 @@ def _hash31(pos):
     return np.int64(h ^ (h >> np.uint32(13)))
 
 
+@njit(inline="always")
+def _rank_bin(a, m, lo, span, bins, hist, k):
+    """(shift, b, keys below bin b): a[:m] counted into hist in bins of 2**shift values from
+    lo, the fewest that cover span in `bins` bins; bin b holds the k-th smallest (1-based)."""
+    shift = 0
+    while (span >> shift) >= bins:
+        shift += 1
+    hist[:] = 0
+    for i in range(m):
+        hist[(a[i] - lo) >> shift] += 1
+    b = 0
+    seen = 0
+    while seen + hist[b] < k:
+        seen += hist[b]
+        b += 1
+    return shift, b, seen
+
+
 @njit(boundscheck=False)
 def _select_smallest(a, k):
     """Reorder a (distinct int64) so that its k smallest come first: 1,024 bins over the
@@ -497,18 +511,7 @@ def _select_smallest(a, k):
     if k <= 0 or k >= n:
         return
     lo = a.min()
-    span = a.max() - lo
-    shift = 0
-    while (span >> shift) >= 1024:
-        shift += 1
-    count = np.zeros(1025, np.int64)
-    for i in range(n):
-        count[(a[i] - lo) >> shift] += 1
-    b = 0
-    seen = 0
-    while seen + count[b] < k:
-        seen += count[b]
-        b += 1
+    shift, b, seen = _rank_bin(a, n, lo, a.max() - lo, 1024, np.zeros(1024, np.int64), k)
     j = 0
     for i in range(n):  # the bins below b to the front
         if ((a[i] - lo) >> shift) < b:
@@ -836,18 +839,7 @@ def _kth_key(keys, k, out):
                 last += 1
             out[0], out[1], out[2] = np.int64(val), below + first, last - first + 1
             return
-        shift = 0
-        while (span >> shift) >= 2048:
-            shift += 1
-        sh = np.uint32(shift)
-        hist[:] = 0
-        for i in range(m):
-            hist[(u[i] - lo_u) >> sh] += 1
-        b = 0
-        seen = 0
-        while seen + hist[b] < kk:
-            seen += hist[b]
-            b += 1
+        shift, b, seen = _rank_bin(u, m, lo_u, span, 2048, hist, kk)
         below += seen
         kk -= seen
         b_lo = np.uint32(np.int64(lo_u) + (np.int64(b) << shift))
