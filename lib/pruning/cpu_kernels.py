@@ -675,7 +675,7 @@ def _tie_items(tab, items, taken, tau, eps, vmax, goffs, new_bits, scratch, out)
 # -- many small tensors in one call: a table of their addresses (cpu_pass.table_of) ----------
 # A compiled call costs about 10 us (its threads start and meet) whatever its size, which a
 # model of thousands of small tensors paid per tensor and pass; here one call takes them all,
-# each thread a share of the entries.
+# the threads taking its pieces in turn.
 
 @njit(parallel=True, boundscheck=False, cache=True, nogil=True)
 def _hist_items(tab, items, taken, eps, vmax, start, shift, width, hist, local, nan, span_out, below_out, tile_slot,
